@@ -1,0 +1,1 @@
+"""Data: the mannequin world, real-data loaders, keypoint formats and condition rendering."""
