@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from humantune.data.sample import PoseSample, validate_keypoints
+from humantune.data.sample import PoseSample, metadata_file, validate_keypoints
 from humantune.errors import DataError
 
 if TYPE_CHECKING:
@@ -370,7 +370,8 @@ class PoseFolderDataset(PoseDataset):
 
     Keypoints, bboxes and areas come from ``annotations/person_keypoints.json`` (the image whose ``file_name``
     equals the row's); caption, condition image, mask, action and attributes from the row (``text``,
-    ``conditioning_image``, ``mask``, ``action``, ``attributes``; all but ``file_name`` optional).
+    ``conditioning_image_file_name``, ``mask_file_name`` (or bare ``conditioning_image`` / ``mask``), ``action``,
+    ``attributes``; all but ``file_name`` optional).
     ``sample_id`` is the row's ``file_name``.
     """
 
@@ -401,9 +402,9 @@ class PoseFolderDataset(PoseDataset):
         image_path = self.data_dir / row["file_name"]
         image = _load_rgb(image_path, where)
         _check_size(image, (record.width, record.height), image_path, where)
-        condition = _load_rgb(self.data_dir / row["conditioning_image"], where) if row.get("conditioning_image") \
-            else None
-        mask = _load_mask(self.data_dir / row["mask"], where) if row.get("mask") else None
+        condition_file, mask_file = metadata_file(row, "conditioning_image"), metadata_file(row, "mask")
+        condition = _load_rgb(self.data_dir / condition_file, where) if condition_file else None
+        mask = _load_mask(self.data_dir / mask_file, where) if mask_file else None
         return PoseSample(  # copies: a caller editing a sample in place must not change the dataset
             image=image, keypoints=record.keypoints.copy(), caption=str(row.get("text") or record.caption),
             condition=condition, mask=mask, bboxes=record.bboxes.copy(), areas=record.areas.copy(),
@@ -597,7 +598,7 @@ class ImageFolderDataset(PoseDataset):
     """A folder of images with captions and no keypoints (every sample has P = 0).
 
     With ``metadata.jsonl`` (HF imagefolder layout): one sample per row, ``file_name`` relative to the folder,
-    caption ``text`` (or ``caption``), optional ``conditioning_image``. Without it: every image file
+    caption ``text`` (or ``caption``), optional ``conditioning_image_file_name`` (or ``conditioning_image``). Without it: every image file
     (:data:`IMAGE_EXTENSIONS`) under the folder, sorted by relative path, captioned by the sidecar ``.txt``
     with the same stem when there is one. ``sample_id`` is the relative file name.
     """
@@ -615,7 +616,7 @@ class ImageFolderDataset(PoseDataset):
                 self.rows.append({
                     "where": f"{self.metadata_path.name} line {number}", "file_name": row["file_name"],
                     "caption": str(row.get("text", row.get("caption")) or ""),
-                    "conditioning_image": row.get("conditioning_image"),
+                    "conditioning_image": metadata_file(row, "conditioning_image"),
                 })
         else:
             for path in sorted(p for p in self.data_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):

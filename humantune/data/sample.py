@@ -13,9 +13,14 @@ On-disk layout written by ``humantune data mannequin`` (and read by :mod:`humant
       masks/000000.png               person mask, uint8 (0 = background, k = person k, 1-based)
       world.json                     the generator config, seed and version that produced the folder
 
-``metadata.jsonl`` rows: ``file_name`` (``images/000000.png``), ``text`` (caption), ``conditioning_image``
-(``conditions/000000.png``), ``mask`` (``masks/000000.png``), ``image_id`` (COCO image id), ``action``,
-``attributes`` (dict; per-person list under ``people``), ``keypoints`` (list over people of 17 ``[x, y, v]``).
+``metadata.jsonl`` rows: ``file_name`` (``images/000000.png``), ``text`` (caption),
+``conditioning_image_file_name`` (``conditions/000000.png``), ``mask_file_name`` (``masks/000000.png``),
+``image_id`` (COCO image id), ``action``, ``attributes`` (dict; per-person list under ``people``), ``keypoints``
+(list over people of 17 ``[x, y, v]``). The ``*_file_name`` suffix is the HF imagefolder convention for extra
+image columns: ``load_dataset("imagefolder", data_dir=DIR)`` decodes them into Image columns named
+``conditioning_image`` and ``mask``, which is what diffusers' ``train_controlnet.py`` reads with
+``--conditioning_image_column conditioning_image``. Readers here also accept the bare ``conditioning_image`` /
+``mask`` keys (:func:`metadata_file`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ import numpy as np
 from PIL import Image
 
 from humantune.errors import DataError
+
+
+def metadata_file(row: dict[str, Any], column: str) -> str | None:
+    """The relative path a ``metadata.jsonl`` row gives for image column ``column`` (``conditioning_image``,
+    ``mask``): the imagefolder key ``{column}_file_name`` or the bare key ``column``; None when absent or empty."""
+    value = row.get(f"{column}_file_name") or row.get(column)
+    return str(value) if value else None
 
 
 @dataclass

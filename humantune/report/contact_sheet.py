@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from humantune.data.sample import validate_keypoints
+from humantune.data.sample import metadata_file, validate_keypoints
 from humantune.errors import DataError
 from humantune.report.html import HtmlReport
 from humantune.report.overlay import draw_keypoints
@@ -88,8 +88,9 @@ def _tile(dataset_dir: Path, row: dict[str, Any], where: str, display_size: int)
     keypoints[:, :, 0] = (keypoints[:, :, 0] + 0.5) * sx - 0.5
     keypoints[:, :, 1] = (keypoints[:, :, 1] + 0.5) * sy - 0.5
     panels = [draw_keypoints(_resize(image, size), keypoints)]
-    if row.get("conditioning_image"):
-        condition = _open_image(dataset_dir / row["conditioning_image"], where).convert("RGB")
+    condition_file = metadata_file(row, "conditioning_image")
+    if condition_file:
+        condition = _open_image(dataset_dir / condition_file, where).convert("RGB")
         panels.append(_resize(condition, size))
     tile = Image.new("RGB", (len(panels) * size[0] + (len(panels) - 1) * _TILE_GAP, size[1]), (255, 255, 255))
     for i, panel in enumerate(panels):
