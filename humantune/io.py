@@ -35,6 +35,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def new_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces ``path`` whole when the block succeeds.
+
+    Refuses (HumantuneError) an existing non-empty ``path`` unless ``overwrite``: nobody's data is lost by a
+    mistyped ``--out``, and a crash leaves ``path`` as it was.
+    """
+    from humantune.errors import HumantuneError
+
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise HumantuneError(f"output folder '{path}' exists and is not empty; choose another or pass --overwrite")
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        yield tmp
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -12,16 +12,12 @@ On disk (``write_video_world``)::
 from __future__ import annotations
 
 import copy
-import multiprocessing as mp
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from humantune import __version__
 from humantune.config import config_to_dict, option
@@ -31,10 +27,9 @@ from humantune.data.mannequin.render import Placement, build_parts
 from humantune.data.mannequin.scene import (
     PersonSpec, _bounds, add_props, draw_scene, horizon_for, sample_background, sample_person,
 )
-from humantune.data.mannequin.world import _choose, _png, default_workers, sample_rng
+from humantune.data.mannequin.world import _choose, _png, run_parallel, sample_rng
 from humantune.data.openpose import draw_openpose
-from humantune.errors import HumantuneError
-from humantune.io import write_json_atomic
+from humantune.io import new_output_dir, write_json_atomic
 
 VIDEO_ACTIONS = ("walking", "running", "dancing", "waving", "jumping", "arms_raised")
 DEFAULT_VIDEO_MIX = {"walking": 0.3, "running": 0.12, "dancing": 0.3, "waving": 0.14, "jumping": 0.07,
@@ -82,11 +77,11 @@ def sample_motion(action: str, rng: np.random.Generator) -> Motion:
     run = action == "running"
     return Motion(
         action=action, base=base,
-        period=float(rng.uniform(6, 8) if run else rng.uniform(9, 13) if action == "walking" else rng.uniform(10, 18)),
+        period=float(rng.uniform(10, 12) if run else rng.uniform(12, 16) if action == "walking" else rng.uniform(14, 22)),
         phase0=float(rng.uniform(0, 2 * np.pi)),
-        amp=float(rng.uniform(40, 55) if run else rng.uniform(20, 30) if action == "walking" else rng.uniform(15, 30)),
-        knee=float(rng.uniform(60, 90) if run else rng.uniform(15, 30)),
-        offsets=rng.uniform(0, 2 * np.pi, size=16),
+        amp=float(rng.uniform(30, 40) if run else rng.uniform(20, 30) if action == "walking" else rng.uniform(15, 30)),
+        knee=float(rng.uniform(50, 75) if run else rng.uniform(15, 30)),
+        offsets=rng.uniform(0, 2 * np.pi, size=17),  # two per limb segment + one for yaw
         speed=float(rng.uniform(0.04, 0.06) if run else rng.uniform(0.015, 0.025) if action == "walking" else 0.0),
     )
 
@@ -100,7 +95,7 @@ def pose_at(motion: Motion, t: float) -> Pose:
         swing = np.sin(phi)
         for s, sign in (("l", 1.0), ("r", -1.0)):
             hip = sign * motion.amp * swing
-            knee = motion.knee * (0.2 + 0.8 * max(0.0, np.sin(phi - sign * np.pi / 2 - np.pi / 2)) ** 1.5)
+            knee = motion.knee * (0.15 + 0.85 * (0.5 + 0.5 * np.sin(phi - sign * np.pi / 2 - np.pi / 2)) ** 2)
             p.upper[f"leg_{s}"] = Segment(p.upper[f"leg_{s}"].abduction, hip)
             p.lower[f"leg_{s}"] = Segment(p.lower[f"leg_{s}"].abduction, hip - knee)
             arm = -sign * motion.amp * swing * (0.9 if run else 0.7)
@@ -123,7 +118,7 @@ def pose_at(motion: Motion, t: float) -> Pose:
         p.torso_side = motion.base.torso_side * np.cos(phi)
         p.yaw = motion.base.yaw + 15.0 * np.sin(phi / 2 + motion.offsets[k])
     elif motion.action == "jumping":
-        up = max(0.0, np.sin(phi))
+        up = 0.5 - 0.5 * np.cos(phi)   # crouch -> airborne -> crouch, smooth at both ends
         p.lift = 0.12 * up
         for s in ("l", "r"):
             p.upper[f"arm_{s}"] = Segment(20 + 120 * up, p.upper[f"arm_{s}"].flexion)
@@ -154,6 +149,8 @@ def render_clip(cfg: MannequinVideoConfig, index: int) -> dict[str, Any]:
     x0, y0 = bounds[:, 0].min(), bounds[:, 1].min()
     bw, bh = bounds[:, 2].max() - x0, bounds[:, 3].max() - y0
     scale = rng.uniform(0.55, 0.8) * cfg.size / max(bw, bh)
+    # ... and no larger than lets the whole path (body width plus travel) fit inside the frame.
+    scale = min(scale, (cfg.size - 4) / (bw + motion.speed * (cfg.frames - 1)))
     direction = 1.0 if np.sin(np.deg2rad(motion.base.yaw)) >= 0 else -1.0
     travel = direction * motion.speed * scale * (cfg.frames - 1)
     span_w = bw * scale + abs(travel)
@@ -202,35 +199,16 @@ def _clip_worker(args: tuple[MannequinVideoConfig, int, str]) -> dict[str, Any]:
 
 def write_video_world(cfg: MannequinVideoConfig, out_dir: str | os.PathLike, workers: int | None = None,
                       overwrite: bool = False, progress: bool = True) -> Path:
-    """Render ``cfg.n`` clips into ``out_dir`` atomically (temporary folder renamed at the end)."""
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise HumantuneError(f"output folder '{out}' exists and is not empty; choose another or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    """Render ``cfg.n`` clips into ``out_dir`` atomically (temporary folder that replaces ``out_dir`` at the end).
+
+    Raises HumantuneError if ``out_dir`` exists and is not empty, unless ``overwrite``.
+    """
+    with new_output_dir(out_dir, overwrite) as tmp:
         jobs = [(cfg, i, str(tmp)) for i in range(cfg.n)]
-        workers = workers or default_workers()
-        bar = tqdm(total=cfg.n, desc="rendering clips", unit="clip", disable=not progress)
-        clips = []
-        if workers == 1:
-            for job in jobs:
-                clips.append(_clip_worker(job))
-                bar.update()
-        else:
-            with mp.get_context("fork").Pool(workers) as pool:
-                for clip in pool.imap(_clip_worker, jobs):
-                    clips.append(clip)
-                    bar.update()
-        bar.close()
+        clips = run_parallel(_clip_worker, jobs, workers, "rendering clips", "clip", progress)
         write_json_atomic(tmp / "manifest.json", {
             "generator": "humantune.data.mannequin.video", "version": __version__, "config": config_to_dict(cfg),
             "fps": cfg.fps, "frames_per_clip": cfg.frames, "width": cfg.size, "height": cfg.size,
             "keypoint_format": "coco17 [x, y, v] in pixels", "clips": clips,
         })
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import cv2
 import numpy as np
@@ -30,8 +28,9 @@ from humantune.data.mannequin.appearance import BACKGROUNDS
 from humantune.data.mannequin.body import ACTIONS
 from humantune.data.mannequin.scene import Scene, render_scene, sample_background, sample_person
 from humantune.data.openpose import draw_openpose
-from humantune.errors import HumantuneError
-from humantune.io import write_json_atomic
+from humantune.io import new_output_dir, write_json_atomic
+
+T = TypeVar("T")
 
 # Lying is deliberately rare (4 %), as in real photo collections: the anomaly-correction recipe relies on it.
 DEFAULT_ACTION_MIX = {
@@ -185,35 +184,38 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def run_parallel(fn: Callable[[Any], T], jobs: list, workers: int | None, desc: str, unit: str,
+                 progress: bool = True) -> list[T]:
+    """``[fn(job) for job in jobs]`` over ``workers`` forked processes (default: all CPUs), in order, with a
+    progress bar. Results do not depend on the worker count as long as ``fn`` seeds itself from its job."""
+    workers = workers or default_workers()
+    results: list[T] = []
+    with tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                results.append(fn(job))
+                bar.update()
+        else:
+            chunksize = max(1, min(16, len(jobs) // (4 * workers)))
+            with mp.get_context("fork").Pool(workers) as pool:
+                for result in pool.imap(fn, jobs, chunksize=chunksize):
+                    results.append(result)
+                    bar.update()
+    return results
+
+
 def write_world(cfg: MannequinConfig, out_dir: str | os.PathLike, workers: int | None = None,
                 overwrite: bool = False, progress: bool = True) -> Path:
-    """Render the world into ``out_dir`` atomically: everything goes to a temporary folder that is renamed at the end.
+    """Render the world into ``out_dir`` atomically: everything goes to a temporary folder that replaces
+    ``out_dir`` at the end.
 
     Raises HumantuneError if ``out_dir`` exists and is not empty, unless ``overwrite``.
     """
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise HumantuneError(f"output folder '{out}' exists and is not empty; choose another or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with new_output_dir(out_dir, overwrite) as tmp:
         for sub in ("images", "conditions", "masks", "annotations"):
             (tmp / sub).mkdir()
         jobs = [(cfg, i, str(tmp)) for i in range(cfg.n)]
-        workers = workers or default_workers()
-        bar = tqdm(total=cfg.n, desc="rendering mannequins", unit="img", disable=not progress)
-        if workers == 1:
-            records = []
-            for job in jobs:
-                records.append(_render_and_write(job))
-                bar.update()
-        else:
-            with mp.get_context("fork").Pool(workers) as pool:
-                records = []
-                for rec in pool.imap(_render_and_write, jobs, chunksize=16):
-                    records.append(rec)
-                    bar.update()
-        bar.close()
+        records = run_parallel(_render_and_write, jobs, workers, "rendering mannequins", "img", progress)
         coco, metadata = _coco_and_metadata(cfg, records)
         with open(tmp / "annotations" / "person_keypoints.json", "w") as f:
             json.dump(coco, f)
@@ -223,9 +225,4 @@ def write_world(cfg: MannequinConfig, out_dir: str | os.PathLike, workers: int |
         write_json_atomic(tmp / "world.json", {
             "generator": "humantune.data.mannequin", "version": __version__, "config": config_to_dict(cfg),
         })
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir)
