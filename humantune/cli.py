@@ -74,7 +74,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.output_dir)
     cfg = load_config(MannequinConfig, None, [f"n={args.n}", f"seed={args.seed}"])
-    world = write_world(cfg, out / "world", overwrite=True, progress=not args.quiet)
+    # Re-running the demo replaces its own earlier world, never a folder it did not write.
+    own_world = (out / "world" / "world.json").is_file()
+    world = write_world(cfg, out / "world", overwrite=own_world, progress=not args.quiet)
     sheet = write_contact_sheet(world, out / "contact_sheet.html", max_samples=args.n)
     print(f"mannequin world: {world}\ncontact sheet:   {sheet}")
     return 0
