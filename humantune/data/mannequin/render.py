@@ -172,7 +172,29 @@ def build_parts(shape: BodyShape, pose: Pose, look: Appearance, placement: Place
 
 
 def _pts(p: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(p) * _ONE).astype(np.int32)
+    return np.rint(np.asarray(p, np.float64) * _ONE).astype(np.int32)
+
+
+def rescale(person: ProjectedPerson, scale: float, offset: tuple[float, float]) -> ProjectedPerson:
+    """The person ``build_parts`` would return with ``Placement(scale · s, scale · c + offset, roll)`` given the
+    result for ``Placement(s, c, roll)``: projection is affine in the placement, so image points map by
+    ``p ↦ scale · p + offset`` and every width by ``scale``. Depths and facing are unchanged."""
+    off = np.asarray(offset, np.float64)
+
+    def move(p: np.ndarray) -> np.ndarray:
+        return np.asarray(p, np.float64) * scale + off
+
+    parts = []
+    for part in person.parts:
+        extra = dict(part.extra)
+        if "j2" in extra:
+            extra["j2"] = {k: move(v) for k, v in extra["j2"].items()}
+        parts.append(Part(part.kind, part.depth, part.color, move(part.points), part.width * scale, part.owners,
+                          extra))
+    keypoints = person.keypoints.copy()
+    keypoints[:, :2] = move(keypoints[:, :2])
+    return ProjectedPerson({k: move(v) for k, v in person.joints2d.items()}, dict(person.depth), parts, keypoints,
+                           dict(person.face_facing))
 
 
 def _rot2(v: np.ndarray, deg: float) -> np.ndarray:
@@ -194,8 +216,9 @@ class Canvas:
         h, w = background.shape[:2]
         self.k = supersample
         self.size = (w, h)
-        big = cv2.resize(background, (w * supersample, h * supersample), interpolation=cv2.INTER_LINEAR)
-        self.rgb = np.ascontiguousarray(np.clip(big, 0, 255).astype(np.uint8))
+        small = np.clip(background, 0, 255).astype(np.uint8)   # quantise before upsampling: 1/k² the work
+        self.rgb = np.ascontiguousarray(
+            cv2.resize(small, (w * supersample, h * supersample), interpolation=cv2.INTER_LINEAR))
         self.ids = np.zeros((h * supersample, w * supersample), np.int32)
 
     def big(self, p) -> np.ndarray:
@@ -203,20 +226,25 @@ class Canvas:
         return np.asarray(p, np.float64) * self.k + (self.k - 1) / 2
 
     def capsule(self, p0, p1, width: float, color, pid: int, shade: bool = True) -> None:
+        # Plain-float arithmetic: this runs ~20 times per image, where small-array numpy overhead dominates.
         k = self.k
-        a, b = _pts(self.big(p0)), _pts(self.big(p1))
-        t = max(1, int(round(width * k)))
+        c = (k - 1) / 2
+        ax, ay = (float(p0[0]) * k + c) * _ONE, (float(p0[1]) * k + c) * _ONE
+        bx, by = (float(p1[0]) * k + c) * _ONE, (float(p1[1]) * k + c) * _ONE
+        a, b = (round(ax), round(ay)), (round(bx), round(by))
+        t = max(1, round(width * k))
         if shade:
-            cv2.line(self.rgb, tuple(a), tuple(b), _shade(color, 0.72), t, cv2.LINE_AA, _SHIFT)
-            inner = max(1, int(round(t * 0.72)))
-            off = _pts(np.array([-0.12, -0.12]) * width * k)
-            cv2.line(self.rgb, tuple(a + off), tuple(b + off), color, inner, cv2.LINE_AA, _SHIFT)
-            hi = max(1, int(round(t * 0.28)))
-            off2 = _pts(np.array([-0.22, -0.22]) * width * k)
-            cv2.line(self.rgb, tuple(a + off2), tuple(b + off2), _shade(color, 1.18), hi, cv2.LINE_AA, _SHIFT)
+            cv2.line(self.rgb, a, b, _shade(color, 0.72), t, cv2.LINE_AA, _SHIFT)
+            inner = max(1, round(t * 0.72))
+            o = round(-0.12 * width * k * _ONE)
+            cv2.line(self.rgb, (a[0] + o, a[1] + o), (b[0] + o, b[1] + o), color, inner, cv2.LINE_AA, _SHIFT)
+            hi = max(1, round(t * 0.28))
+            o2 = round(-0.22 * width * k * _ONE)
+            cv2.line(self.rgb, (a[0] + o2, a[1] + o2), (b[0] + o2, b[1] + o2), _shade(color, 1.18), hi, cv2.LINE_AA,
+                     _SHIFT)
         else:
-            cv2.line(self.rgb, tuple(a), tuple(b), color, t, cv2.LINE_AA, _SHIFT)
-        cv2.line(self.ids, tuple(a), tuple(b), pid, t, cv2.LINE_8, _SHIFT)
+            cv2.line(self.rgb, a, b, color, t, cv2.LINE_AA, _SHIFT)
+        cv2.line(self.ids, a, b, pid, t, cv2.LINE_8, _SHIFT)
 
     def polygon(self, pts: np.ndarray, color, pid: int) -> None:
         k = self.k

@@ -13,7 +13,7 @@ from humantune.data.mannequin.appearance import (
 from humantune.data.mannequin.body import BodyShape, Pose, sample_body_shape, sample_pose
 from humantune.data.mannequin.background import render_background
 from humantune.data.mannequin.render import (
-    PART_BITS, Canvas, Part, Placement, ProjectedPerson, build_parts, draw_people, keypoint_visibility,
+    PART_BITS, Canvas, Part, Placement, ProjectedPerson, build_parts, draw_people, keypoint_visibility, rescale,
 )
 
 
@@ -75,8 +75,7 @@ def place(spec: PersonSpec, rng: np.random.Generator, size: tuple[int, int], ext
     else:
         left = rng.uniform(lo_x + 1, max(lo_x + 1, hi_x - bw - 1))
         top = rng.uniform(1, max(1.0, h - bh - 1))
-    center = (left - x0 * scale, top - y0 * scale)
-    return build_parts(spec.shape, spec.pose, spec.look, Placement(scale, center, spec.pose.roll))
+    return rescale(unit, scale, (left - x0 * scale, top - y0 * scale))
 
 
 def _seat(person: ProjectedPerson, spec: PersonSpec, rng: np.random.Generator) -> Part | None:

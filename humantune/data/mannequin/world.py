@@ -108,7 +108,7 @@ def render_sample(cfg: MannequinConfig, index: int) -> Scene:
 def _png(array: np.ndarray) -> bytes:
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     assert ok
     return buf.tobytes()
 

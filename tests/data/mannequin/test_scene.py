@@ -125,3 +125,21 @@ def test_anomalies_change_the_drawing_and_are_labelled(kind):
             for j in joints:
                 assert (broken.keypoints[0][COCO17[f"{side}_{j}"]] == 0).all()
     assert changed >= 5
+
+
+@pytest.mark.parametrize("action", ["standing", "sitting", "lying_side"])
+def test_rescale_equals_building_at_the_scaled_placement(action):
+    from humantune.data.mannequin.render import Placement, build_parts, rescale
+
+    spec = sample_person(action, np.random.default_rng(7))
+    unit = build_parts(spec.shape, spec.pose, spec.look, Placement(1.0, (0.0, 0.0), 17.0))
+    direct = build_parts(spec.shape, spec.pose, spec.look, Placement(53.0, (40.0, -6.0), 17.0))
+    moved = rescale(unit, 53.0, (40.0, -6.0))
+    np.testing.assert_allclose(moved.keypoints, direct.keypoints, atol=1e-3)
+    assert len(moved.parts) == len(direct.parts)
+    for a, b in zip(moved.parts, direct.parts):
+        assert (a.kind, a.owners, a.color, a.depth) == (b.kind, b.owners, b.color, b.depth)
+        np.testing.assert_allclose(a.points, b.points, atol=1e-3)
+        assert a.width == pytest.approx(b.width, rel=1e-6)
+        for name, point in a.extra.get("j2", {}).items():
+            np.testing.assert_allclose(point, b.extra["j2"][name], atol=1e-3)
