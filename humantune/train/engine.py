@@ -1,0 +1,424 @@
+"""The one training engine every recipe runs on (accelerate-based).
+
+A recipe describes *what* is special about its method as a :class:`TrainingTask` — the trainable modules, the
+dataset, how a batch becomes a loss, what to validate — and :class:`Trainer` does the rest, the same way for every
+recipe: device placement and multi-process (``accelerate launch``: DDP, DeepSpeed, FSDP), mixed precision,
+gradient accumulation, gradient clipping, the learning-rate schedule, EMA, TensorBoard logging plus a
+``metrics.jsonl`` of every step, a progress bar, periodic validation and atomic checkpoints with exact resume.
+
+Exact resume. Nothing random is drawn from global state: the data order of epoch ``e`` is the permutation
+``default_rng([seed, e])``, and every micro-batch gets its own ``torch.Generator`` seeded from
+``(seed, step, micro-batch, process)`` for its noise, timesteps and dropout of conditions. A checkpoint holds the
+models, optimizer, schedule, EMA and step; a run resumed from step ``s`` therefore sees the same batches and the
+same noise as the uninterrupted run and continues its loss trajectory exactly (tested).
+
+Layout of a stage directory (a recipe with several stages gives each its own)::
+
+    STAGE_DIR/
+      metrics.jsonl            {"step", "loss", "lr", ...} per optimizer step (rows past a resume point are dropped)
+      logs/                    TensorBoard event files
+      checkpoints/step_000500  accelerate ``save_state`` + trainer_state.json; written atomically, last N kept
+      validation/              whatever the task's ``validate`` writes (image grids, metrics)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Protocol, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from humantune.config import option
+from humantune.errors import ConfigError, HumantuneError
+from humantune.io import atomic_path, write_json_atomic
+
+CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings shared by every recipe (a recipe's config nests one per stage)."""
+
+    max_steps: int = option(1000, "optimizer steps to train (each = batch_size × accumulation × processes samples)")
+    batch_size: int = option(16, "samples per micro-batch per process")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    learning_rate: float = option(1e-4, "peak learning rate")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = option(
+        "constant_with_warmup", "learning-rate schedule after warm-up")
+    lr_warmup_steps: int = option(0, "linear warm-up steps")
+    adam_beta1: float = option(0.9, "AdamW β1")
+    adam_beta2: float = option(0.999, "AdamW β2")
+    adam_epsilon: float = option(1e-8, "AdamW ε")
+    weight_decay: float = option(1e-2, "AdamW decoupled weight decay")
+    use_8bit_adam: bool = option(False, "bitsandbytes AdamW8bit (GPU only; needs bitsandbytes installed)")
+    max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (null: no clipping)")
+    mixed_precision: Literal["no", "fp16", "bf16"] = option("no", "autocast precision (fp16 needs a GPU)")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward (less memory, more time)")
+    ema_decay: float | None = option(None, "keep an exponential moving average of the weights (e.g. 0.999)")
+    seed: int = option(0, "seed of data order, noise and initialisation")
+    num_workers: int = option(0, "DataLoader worker processes")
+    log_every: int = option(10, "write TensorBoard scalars every N steps (metrics.jsonl gets every step)")
+    checkpoint_every: int = option(500, "save a resumable checkpoint every N steps (0: only at the end)")
+    checkpoints_total_limit: int = option(2, "keep this many most recent checkpoints")
+    validate_every: int = option(0, "run the task's validation every N steps (0: only at the end)")
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoints_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be within (0, 1), got {self.ema_decay}")
+
+
+class TrainingTask(Protocol):
+    """What a recipe gives the engine for one stage."""
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules with trainable parameters (moved, wrapped and checkpointed by the engine)."""
+
+    def frozen_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules used without training (moved to the device and cast for mixed precision)."""
+
+    def dataset(self) -> Sequence[Any]:
+        """The training samples; indexed by position."""
+
+    def collate(self, samples: list[Any]) -> Any:
+        """Stack samples into a batch."""
+
+    def loss(self, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss of a batch and extra scalars to log; all randomness from ``generator``."""
+
+    def attach(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Receive the engine-wrapped trainable modules (same keys); ``loss`` must run these."""
+
+    def validate(self, step: int, out_dir: Path) -> dict[str, float]:
+        """Evaluate the current weights (main process only); return scalars to log."""
+
+
+def micro_batch_seed(seed: int, step: int, micro: int, process: int) -> int:
+    """The seed of one micro-batch's generator: distinct for every (step, micro-batch, process)."""
+    return int(np.random.SeedSequence([seed, step, micro, process]).generate_state(1, np.uint64)[0]) >> 1
+
+
+class StepBatches:
+    """Indices of every micro-batch from ``start_step`` on, for one process, in the engine's fixed order.
+
+    Position ``p`` of the endless sample stream is sample ``perm_e[p mod N]`` of epoch ``e = p div N``, with
+    ``perm_e = default_rng([seed, e]).permutation(N)``. Optimizer step ``s``, micro-batch ``a``, process ``r``
+    reads positions ``g·B … g·B + B − 1`` with ``g = (s·A + a)·P + r``.
+    """
+
+    def __init__(self, n: int, batch_size: int, accumulation: int, processes: int, process: int, seed: int,
+                 start_step: int, max_steps: int) -> None:
+        if n < 1:
+            raise HumantuneError("the training dataset is empty")
+        self.n, self.b, self.a, self.p, self.r, self.seed = n, batch_size, accumulation, processes, process, seed
+        self.start, self.stop = start_step, max_steps
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def indices(self, step: int, micro: int) -> list[int]:
+        g = (step * self.a + micro) * self.p + self.r
+        return [int(self._perm(pos // self.n)[pos % self.n]) for pos in range(g * self.b, (g + 1) * self.b)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            for micro in range(self.a):
+                yield self.indices(step, micro)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.a
+
+
+def lr_lambda(name: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at a step: linear warm-up, then constant / linear / cosine decay."""
+
+    def f(step: int) -> float:
+        if name != "constant" and warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if name in ("constant", "constant_with_warmup"):
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if name == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def find_checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
+    """Completed checkpoints of a stage, oldest first."""
+    root = Path(stage_dir) / "checkpoints"
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            m = CHECKPOINT_RE.match(p.name)
+            if m and (p / "trainer_state.json").is_file():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+class Trainer:
+    """Runs :class:`TrainingTask` stages on one ``accelerate.Accelerator``."""
+
+    def __init__(self, project_dir: str | os.PathLike, mixed_precision: str = "no", log_with: str | None = "tensorboard"):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        if mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise ConfigError("mixed_precision 'fp16' needs a CUDA GPU; use 'no' or 'bf16' on a CPU")
+        self.project_dir = Path(project_dir)
+        self.log_with = log_with
+        self.accelerator = Accelerator(
+            mixed_precision=mixed_precision,
+            project_config=ProjectConfiguration(project_dir=str(self.project_dir), automatic_checkpoint_naming=False),
+        )
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype frozen modules are cast to under mixed precision."""
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.accelerator.mixed_precision, torch.float32)
+
+    def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(module)
+
+    # ------------------------------------------------------------------------------------------------ the loop
+
+    def fit(self, task: TrainingTask, cfg: TrainConfig, stage_dir: str | os.PathLike, resume: bool = True,
+            desc: str = "training") -> dict[str, Any]:
+        """Train ``task`` for ``cfg.max_steps`` optimizer steps, resuming from the stage's latest checkpoint when
+        ``resume`` and one exists. Returns a summary (steps run, final loss, wall time)."""
+        import time
+
+        acc = self.accelerator
+        stage_dir = Path(stage_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        acc.gradient_accumulation_steps = cfg.gradient_accumulation_steps
+        acc._custom_objects.clear()  # a stage's checkpoint holds only its own schedule/EMA, not earlier stages'
+        torch.manual_seed(cfg.seed)
+
+        trainable = task.trainable_modules()
+        for module in task.frozen_modules().values():
+            module.requires_grad_(False)
+            module.to(acc.device, dtype=self.weight_dtype)
+        names = list(trainable)
+        if cfg.gradient_checkpointing:
+            for module in trainable.values():
+                if hasattr(module, "enable_gradient_checkpointing"):
+                    module.enable_gradient_checkpointing()
+        params = [p for m in trainable.values() for p in m.parameters() if p.requires_grad]
+        if not params:
+            raise HumantuneError(f"{desc}: nothing to train (no parameter requires grad)")
+        optimizer = self._optimizer(params, cfg)
+        lr_fn = lr_lambda(cfg.lr_scheduler, cfg.lr_warmup_steps, cfg.max_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_fn)
+        prepared = acc.prepare(*trainable.values(), optimizer)
+        modules = dict(zip(names, prepared[:-1]))
+        optimizer = prepared[-1]
+        acc.register_for_checkpointing(schedule)
+        ema = None
+        if cfg.ema_decay is not None:
+            from diffusers.training_utils import EMAModel
+
+            ema = EMAModel(params, decay=cfg.ema_decay)
+            acc.register_for_checkpointing(ema)
+        task.attach(modules)
+
+        start = 0
+        if resume:
+            found = find_checkpoints(stage_dir)
+            if found:
+                start, path = found[-1]
+                acc.load_state(str(path))
+                if ema is not None:
+                    ema.to(acc.device)
+                # The schedule comes from this run's config, so a resumed run may change max_steps or the
+                # learning rate; the checkpoint's optimizer and schedule otherwise carry the old values.
+                schedule.base_lrs = [cfg.learning_rate] * len(optimizer.param_groups)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.learning_rate * lr_fn(start)
+                schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
+                if self.is_main:
+                    tqdm.write(f"{desc}: resumed from {path} (step {start})")
+        metrics_path = stage_dir / "metrics.jsonl"
+        if self.is_main:
+            self._truncate_metrics(metrics_path, start)
+        summary: dict[str, Any] = {"start_step": start, "max_steps": cfg.max_steps}
+        if start >= cfg.max_steps:
+            self._finish(ema, params)
+            return {**summary, "steps_run": 0}
+
+        writer = self._tensorboard(stage_dir) if self.is_main and self.log_with == "tensorboard" else None
+        dataset = task.dataset()
+        batches = StepBatches(len(dataset), cfg.batch_size, cfg.gradient_accumulation_steps, acc.num_processes,
+                              acc.process_index, cfg.seed, start, cfg.max_steps)
+        loader = torch.utils.data.DataLoader(
+            _Indexed(dataset), batch_sampler=batches, collate_fn=task.collate, num_workers=cfg.num_workers)
+        t0 = time.perf_counter()
+        bar = tqdm(total=cfg.max_steps, initial=start, desc=desc, unit="step", disable=not self.is_main,
+                   dynamic_ncols=True)
+        step, micro, accum_loss, accum_logs = start, 0, 0.0, {}
+        for module in modules.values():
+            module.train()
+        from accelerate.utils import send_to_device
+
+        with open(metrics_path, "a") if self.is_main else _null() as log_file:
+            for batch in loader:
+                batch = send_to_device(batch, acc.device)
+                gen = torch.Generator().manual_seed(micro_batch_seed(cfg.seed, step, micro, acc.process_index))
+                with acc.accumulate(*modules.values()):
+                    with acc.autocast():
+                        loss, logs = task.loss(batch, gen)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm is not None:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                accum_loss += loss.detach().float().item() / cfg.gradient_accumulation_steps
+                for k, v in logs.items():
+                    accum_logs[k] = accum_logs.get(k, 0.0) + float(v) / cfg.gradient_accumulation_steps
+                micro += 1
+                if micro < cfg.gradient_accumulation_steps:
+                    continue
+                # One optimizer step is complete.
+                lr = schedule.get_last_lr()[0]
+                schedule.step()
+                if ema is not None:
+                    ema.step(params)
+                mean = acc.gather(torch.tensor([accum_loss] + list(accum_logs.values()), device=acc.device))
+                mean = mean.view(acc.num_processes, -1).mean(0).tolist()
+                row = {"step": step + 1, "loss": mean[0], "lr": lr, **dict(zip(accum_logs, mean[1:]))}
+                step, micro, accum_loss, accum_logs = step + 1, 0, 0.0, {}
+                if self.is_main:
+                    log_file.write(json.dumps(row) + "\n")
+                    log_file.flush()
+                    bar.update()
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    if writer is not None and (step % cfg.log_every == 0 or step == cfg.max_steps):
+                        for k, v in row.items():
+                            if k != "step":
+                                writer.add_scalar(f"train/{k}", v, step)
+                done = step == cfg.max_steps
+                if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or done:
+                    self.save_checkpoint(stage_dir, step, cfg.checkpoints_total_limit)
+                if (cfg.validate_every and step % cfg.validate_every == 0) or done:
+                    self._validate(task, step, stage_dir, writer, ema, params)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        summary.update(steps_run=step - start, final_loss=row["loss"], seconds=time.perf_counter() - t0)
+        self._finish(ema, params)
+        return summary
+
+    def _finish(self, ema, params) -> None:
+        # With EMA, the stage's result is the averaged weights: the task saves what its modules now hold.
+        if ema is not None:
+            ema.copy_to(params)
+        self.accelerator.free_memory()
+        self.accelerator._custom_objects.clear()
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    def _optimizer(self, params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+        kwargs = dict(lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
+                      weight_decay=cfg.weight_decay)
+        if cfg.use_8bit_adam:
+            try:
+                import bitsandbytes as bnb
+            except ImportError as e:
+                raise ConfigError("use_8bit_adam needs bitsandbytes: pip install bitsandbytes (GPU only)") from e
+            return bnb.optim.AdamW8bit(params, **kwargs)
+        return torch.optim.AdamW(params, **kwargs)
+
+    def _tensorboard(self, stage_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(stage_dir / "logs"))
+
+    def _validate(self, task: TrainingTask, step: int, stage_dir: Path, writer, ema, params) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            if ema is not None:  # validate the averaged weights, then put the trained ones back
+                ema.store(params)
+                ema.copy_to(params)
+            try:
+                scalars = task.validate(step, stage_dir / "validation") or {}
+            finally:
+                if ema is not None:
+                    ema.restore(params)
+            if writer is not None:
+                for k, v in scalars.items():
+                    writer.add_scalar(f"validation/{k}", v, step)
+            if scalars:
+                (stage_dir / "validation").mkdir(parents=True, exist_ok=True)
+                with open(stage_dir / "validation" / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.accelerator.wait_for_everyone()
+
+    def save_checkpoint(self, stage_dir: Path, step: int, keep: int) -> Path:
+        """``accelerate save_state`` into ``checkpoints/step_XXXXXX``, atomically, keeping the last ``keep``."""
+        acc = self.accelerator
+        final = Path(stage_dir) / "checkpoints" / f"step_{step:06d}"
+        acc.wait_for_everyone()
+        if self.is_main:
+            with atomic_path(final) as tmp:
+                acc.save_state(str(tmp))
+                write_json_atomic(tmp / "trainer_state.json", {"step": step})
+            for _, old in find_checkpoints(stage_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    @staticmethod
+    def _truncate_metrics(path: Path, step: int) -> None:
+        if not path.exists():
+            return
+        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, data: Sequence[Any]) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.data[i]
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def read_metrics(stage_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a stage's ``metrics.jsonl``."""
+    path = Path(stage_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
