@@ -1,0 +1,210 @@
+"""Load a pipeline by shipped name, local directory or Hugging Face Hub id, and generate images with it.
+
+Shipped models live in ``humantune/assets/models/NAME`` (``humantune models list``). Anything else is handed to
+``diffusers.DiffusionPipeline.from_pretrained``, which reads ``model_index.json`` and picks the pipeline class, so a
+real SD1.5 / SDXL / SD3 checkpoint (hub id or local copy) loads through the same call. Offline, a hub id that is
+not in the local cache fails with one line saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from humantune.errors import HumantuneError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Name → directory of every model shipped with humantune."""
+    if not ASSETS.is_dir():
+        return {}
+    return {p.name: p for p in sorted(ASSETS.iterdir()) if (p / "model_index.json").is_file()}
+
+
+def model_info(path: Path) -> dict[str, Any]:
+    """The ``humantune.json`` of a pipeline directory (generation defaults, provenance), or {}."""
+    f = Path(path) / "humantune.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def resolve_model(model: str | os.PathLike) -> str:
+    """A shipped name → its directory; an existing directory → itself; anything else is taken as a hub id."""
+    text = str(model)
+    shipped = shipped_models()
+    if text in shipped:
+        return str(shipped[text])
+    if Path(text).expanduser().is_dir():
+        path = Path(text).expanduser()
+        if not (path / "model_index.json").is_file():
+            raise HumantuneError(f"model directory '{path}' has no model_index.json (expected a diffusers "
+                                 "save_pretrained pipeline directory)")
+        return str(path)
+    if Path(text).suffix in (".safetensors", ".ckpt") or text.startswith((".", "/", "~")):
+        raise HumantuneError(f"model '{text}' not found: no such directory (shipped models: "
+                             f"{', '.join(shipped) or 'none'})")
+    return text
+
+
+def absent_components(source: str) -> dict[str, None]:
+    """``{name: None}`` for components a local pipeline directory declares absent (``[null, null]`` in
+    ``model_index.json``), e.g. SD3 without T5; diffusers needs them passed explicitly."""
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        return {}
+    return {k: None for k, v in json.loads(index.read_text()).items()
+            if isinstance(v, list) and len(v) == 2 and v[0] is None and v[1] is None}
+
+
+def load_pipeline(model: str | os.PathLike, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32):
+    """Load any diffusers pipeline: shipped name, local directory or hub id."""
+    from diffusers import DiffusionPipeline
+
+    from diffusers.utils import logging as diffusers_logging
+
+    source = resolve_model(model)
+    diffusers_logging.disable_progress_bar()  # one bar per component is noise; callers show their own progress
+    try:
+        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype, **absent_components(source))
+    except (OSError, ValueError, ConnectionError) as e:
+        if Path(source).is_dir():
+            raise HumantuneError(f"cannot load pipeline from '{source}': {str(e).splitlines()[0]}") from None
+        raise HumantuneError(
+            f"cannot load model '{source}': not a shipped model ({', '.join(shipped_models()) or 'none'}), not a "
+            "local directory, and not in the Hugging Face cache (the hub is unreachable offline; download it on a "
+            "machine with internet or pass a local path)") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def generation_defaults(pipe) -> dict[str, Any]:
+    """The generation settings a pipeline was trained for (``humantune.json``), or {} for foreign checkpoints."""
+    path = getattr(pipe, "config", {}).get("_name_or_path", "") if hasattr(pipe, "config") else ""
+    return dict(model_info(Path(path)).get("generation", {})) if path else {}
+
+
+def generate_images(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int = 8, progress: bool = True,
+                    per_image_seeds: Sequence[int] | None = None, **kwargs: Any) -> list[Image.Image]:
+    """One image per prompt; image ``i`` uses a generator seeded with ``seed + i`` (or ``per_image_seeds[i]``), so
+    an image does not depend on the batch it was generated in. ``kwargs`` go to the pipeline call."""
+    from tqdm import tqdm
+
+    seeds = list(per_image_seeds) if per_image_seeds is not None else [seed + i for i in range(len(prompts))]
+    out: list[Image.Image] = []
+    device = getattr(pipe, "device", torch.device("cpu"))
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch", disable=not progress):
+        chunk = list(prompts[start:start + batch_size])
+        generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[start:start + len(chunk)]]
+        extra = dict(kwargs)
+        for key in ("image", "control_image"):  # per-prompt conditions travel with their prompts
+            if isinstance(extra.get(key), (list, tuple)):
+                extra[key] = list(extra[key][start:start + len(chunk)])
+        with torch.no_grad():
+            result = pipe(prompt=chunk, generator=generators, output_type="pil", **extra)
+        out.extend(result.images)
+    del device
+    return out
+
+
+def pose_condition(source: str | os.PathLike, size: tuple[int, int]) -> Image.Image:
+    """An OpenPose condition image from a keypoints JSON (17×3 COCO ``[x, y, v]`` or a list of such people, in
+    pixels of ``size``) or from an existing condition image."""
+    from humantune.data.openpose import draw_openpose
+
+    path = Path(source)
+    if not path.is_file():
+        raise HumantuneError(f"pose '{path}' not found (expected a keypoints .json or a condition image)")
+    if path.suffix.lower() == ".json":
+        try:
+            kp = np.asarray(json.loads(path.read_text()), np.float32)
+        except (json.JSONDecodeError, ValueError) as e:
+            raise HumantuneError(f"{path}: not a JSON keypoint list ({e})") from None
+        if kp.ndim == 2:
+            kp = kp[None]
+        if kp.ndim != 3 or kp.shape[1:] != (17, 3):
+            raise HumantuneError(f"{path}: keypoints must be 17×3 [x, y, v] per person, got shape {kp.shape}")
+        return draw_openpose(kp, size)
+    try:
+        return Image.open(path).convert("RGB").resize(size)
+    except OSError as e:
+        raise HumantuneError(f"{path}: cannot read pose image ({e})") from None
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """Non-empty lines of a prompt file (``#`` starts a comment line)."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise HumantuneError(f"cannot read prompts file '{p}': {e.strerror}") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise HumantuneError(f"prompts file '{p}' has no prompts (one per line expected)")
+    return prompts
+
+
+def with_controlnet(pipe, controlnet: str | os.PathLike):
+    """The ControlNet pipeline sharing ``pipe``'s components (SD1.5-family pipelines)."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    if not isinstance(pipe, StableDiffusionPipeline):
+        raise HumantuneError(f"--controlnet works with StableDiffusionPipeline models, not {type(pipe).__name__}")
+    source = str(controlnet)
+    try:
+        net = ControlNetModel.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise HumantuneError(f"cannot load ControlNet '{source}': {str(e).splitlines()[0]}") from None
+    return StableDiffusionControlNetPipeline(**pipe.components, controlnet=net.to(pipe.device, pipe.dtype))
+
+
+def generate(model: str | os.PathLike, prompts: Sequence[str], out_dir: str | os.PathLike, n: int = 1, seed: int = 0,
+             pose: str | None = None, controlnet: str | None = None, steps: int | None = None,
+             guidance_scale: float | None = None, size: int | None = None, progress: bool = True) -> int:
+    """Generate ``n`` images per prompt into ``out_dir`` (``00000.png`` …) with a ``metadata.jsonl`` row per image
+    (``file_name``, ``text``, ``seed``; ``keypoints`` when the pose came from a keypoints file). Image ``i`` uses
+    seed ``seed + i``. Settings default to the model's ``humantune.json``, else 30 steps and guidance 7.5."""
+    if n < 1:
+        raise HumantuneError(f"--n must be at least 1, got {n}")
+    if pose and not controlnet:
+        raise HumantuneError("--pose needs --controlnet (a pose ControlNet, e.g. from `humantune train controlnet-pose`)")
+    source = resolve_model(model)
+    pipe = load_pipeline(source)
+    kwargs: dict[str, Any] = {"num_inference_steps": 30, "guidance_scale": 7.5}
+    kwargs.update(model_info(Path(source)).get("generation", {}) if Path(source).is_dir() else {})
+    if steps is not None:
+        kwargs["num_inference_steps"] = steps
+    if guidance_scale is not None:
+        kwargs["guidance_scale"] = guidance_scale
+    if size is not None:
+        kwargs["height"] = kwargs["width"] = size
+    all_prompts = [p for p in prompts for _ in range(n)]
+    keypoints = None
+    if controlnet:
+        pipe = with_controlnet(pipe, controlnet)
+        side = kwargs.get("height") or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        kwargs["image"] = pose_condition(pose, (side, side)) if pose else None
+        if kwargs["image"] is None:
+            raise HumantuneError("--controlnet needs --pose (keypoints JSON or OpenPose image)")
+        if pose and Path(pose).suffix.lower() == ".json":
+            keypoints = json.loads(Path(pose).read_text())
+    images = generate_images(pipe, all_prompts, seed=seed, progress=progress, **kwargs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (image, prompt) in enumerate(zip(images, all_prompts)):
+        name = f"{i:05d}.png"
+        image.save(out / name)
+        row = {"file_name": name, "text": prompt, "seed": seed + i}
+        if keypoints is not None:
+            row["keypoints"] = keypoints if np.asarray(keypoints).ndim == 3 else [keypoints]
+        rows.append(row)
+    (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(images)
