@@ -6,13 +6,20 @@ User mistakes (a missing file, a bad config key) print one line ``humantune: err
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from humantune import __version__
-from humantune.errors import HumantuneError
+# Library chatter (transformers' torchvision notice, diffusers' per-component loading bars, hub retries) is not
+# for our users; humantune prints its own progress. Set before transformers/diffusers are imported.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from humantune import __version__  # noqa: E402
+from humantune.errors import HumantuneError  # noqa: E402
 
 CONFIG_HELP = "YAML config file; every key can also be overridden with --set"
 SET_HELP = "override a config value: --set key=value (repeatable; dotted keys for nested values)"
@@ -25,6 +32,12 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help=CONFIG_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-dir", type=Path, required=True, help="run directory (re-run to resume)")
+    _add_config_args(p)
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints and start over")
 
 
 def _overrides(args: argparse.Namespace, **flags: object) -> list[str]:
@@ -79,6 +92,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
     world = write_world(cfg, out / "world", overwrite=own_world, progress=not args.quiet)
     sheet = write_contact_sheet(world, out / "contact_sheet.html", max_samples=args.n)
     print(f"mannequin world: {world}\ncontact sheet:   {sheet}")
+    return 0
+
+
+# --- training -----------------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from humantune.config import load_config
+    from humantune.recipes import recipes
+
+    table = recipes()
+    if args.recipe not in table:
+        raise HumantuneError(f"unknown recipe '{args.recipe}'; known: {', '.join(table)}")
+    config_cls, run, _ = table[args.recipe]
+    cfg = load_config(config_cls, args.config, args.overrides)
+    out = run(cfg, args.output_dir, resume=not args.no_resume)
+    print(f"{args.recipe}: wrote {out}")
+    return 0
+
+
+# --- models -------------------------------------------------------------------------------------------------------
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from humantune.models.generation import model_info, shipped_models
+
+    models = shipped_models()
+    if not models:
+        print("no shipped models")
+        return 0
+    for name, path in models.items():
+        info = model_info(path)
+        index = json.loads((path / "model_index.json").read_text())
+        print(f"{name:12s} {index.get('_class_name', '?'):28s} {info.get('family', '?'):4s} {path}")
+    return 0
+
+
+def cmd_models_path(args: argparse.Namespace) -> int:
+    from humantune.models.generation import shipped_models
+
+    models = shipped_models()
+    if args.name not in models:
+        raise HumantuneError(f"no shipped model '{args.name}'; shipped: {', '.join(models) or 'none'}")
+    print(models[args.name])
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from humantune.io import new_output_dir
+    from humantune.models.generation import generate, read_prompts
+
+    prompts = list(args.prompt) + (read_prompts(args.prompts) if args.prompts else [])
+    if not prompts:
+        raise HumantuneError("give at least one --prompt TEXT or --prompts FILE")
+    with new_output_dir(args.out, args.overwrite) as tmp:
+        n = generate(args.model, prompts, tmp, n=args.n, seed=args.seed, pose=args.pose, controlnet=args.controlnet,
+                     steps=args.steps, guidance_scale=args.guidance_scale, size=args.size, progress=not args.quiet)
+    print(f"wrote {n} images to {args.out} (metadata.jsonl lists prompt and seed of each)")
     return 0
 
 
@@ -150,6 +221,51 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="output HTML file")
     s.add_argument("--max-samples", type=int, default=64, help="samples to show (default: 64)")
     s.set_defaults(func=cmd_data_sheet)
+
+    from humantune.recipes import recipes
+
+    table = recipes()
+    recipe_list = "\n".join(f"  {name:14s} {desc}" for name, (_, _, desc) in table.items())
+    t = sub.add_parser("train", formatter_class=_formatter, help="run a training recipe",
+                       description="Run a recipe. Running the same command again resumes from the last checkpoint.",
+                       epilog="recipes:\n" + recipe_list)
+    t.add_argument("recipe", help="recipe name: " + ", ".join(table))
+    _add_train_args(t)
+    t.set_defaults(func=cmd_train)
+
+    from humantune.recipes.pretrain import PretrainConfig
+
+    pt = sub.add_parser("pretrain", formatter_class=_formatter, help="train a tiny base model (= train pretrain)",
+                        description="Pretrain a tiny StableDiffusionPipeline (family sd) or StableDiffusion3Pipeline "
+                                    "(family sd3) from scratch on the mannequin world. Same as `train pretrain`.",
+                        epilog=describe_config(PretrainConfig, "config keys (--config FILE / --set key=value):"))
+    _add_train_args(pt)
+    pt.set_defaults(func=cmd_train, recipe="pretrain")
+
+    md = sub.add_parser("models", formatter_class=_formatter, help="the base models shipped with humantune")
+    md_sub = md.add_subparsers(dest="models_command", metavar="MODELS_COMMAND", required=True)
+    md_sub.add_parser("list", help="list shipped models").set_defaults(func=cmd_models_list)
+    mp = md_sub.add_parser("path", help="print a shipped model's directory")
+    mp.add_argument("name")
+    mp.set_defaults(func=cmd_models_path)
+
+    g = sub.add_parser("generate", formatter_class=_formatter, help="generate images with any diffusers pipeline",
+                       description="Generate images from a shipped model name, a local pipeline directory or a hub "
+                                   "id. Writes PNGs and a metadata.jsonl (file_name, text, seed) into --out.")
+    g.add_argument("--model", required=True, help="shipped name (humantune models list), directory or hub id")
+    g.add_argument("--prompt", action="append", default=[], help="prompt (repeatable)")
+    g.add_argument("--prompts", type=Path, help="text file with one prompt per line")
+    g.add_argument("--pose", help="keypoints JSON (17x3 COCO per person) or OpenPose image; needs --controlnet")
+    g.add_argument("--controlnet", help="ControlNetModel directory or hub id (pose-conditioned generation)")
+    g.add_argument("--n", type=int, default=4, help="images per prompt (default: 4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
+    g.add_argument("--steps", type=int, help="sampling steps (default: the model's own, else 30)")
+    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
+    g.add_argument("--size", type=int, help="image size in pixels (default: the model's own)")
+    g.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
+    g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
     return parser
 
 

@@ -1,0 +1,16 @@
+"""Recipes: one file per method. ``RECIPES`` maps the name used by ``humantune train NAME`` to the recipe's config
+class and its entry point ``run(cfg, output_dir, resume) -> Path``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
+    """name → (config class, run function, one-line description); imported lazily so ``--help`` stays fast."""
+    from humantune.recipes import pretrain
+
+    return {
+        "pretrain": (pretrain.PretrainConfig, pretrain.pretrain,
+                     "tiny text-to-image base from scratch on the mannequin world (sd or sd3 family)"),
+    }
