@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's TFLite notices
 
 from humantune import __version__  # noqa: E402
 from humantune.errors import HumantuneError  # noqa: E402
@@ -153,6 +154,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- evaluation ---------------------------------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from humantune.eval.runner import evaluate
+
+    result = evaluate(
+        args.generated, args.reference, out_dir=args.out, prompts=args.prompts, metrics=args.metrics,
+        area_convention=args.area_convention, pairing=args.pairing, inception_weights=args.inception_weights,
+        lpips_net=args.lpips_net, lpips_weights=args.lpips_weights, lpips_backbone_weights=args.lpips_backbone_weights,
+        clip_model=args.clip_model, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    for name, entry in result.summary.get("metrics", {}).items():
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        print(f"{name:20s} {value if not isinstance(value, float) else f'{value:.4f}'}")
+    print(f"metrics: {result.metrics_path}\nreport:  {result.report_path}")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
@@ -266,6 +286,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    from humantune.eval.runner import DEFAULT_METRICS, METRICS
+
+    e = sub.add_parser("eval", formatter_class=_formatter, help="evaluate generated images (metrics.json + HTML report)",
+                       description="Score a folder of generated images against target poses / reference images. "
+                                   "Writes metrics.json (values, conventions, counts, 95%% intervals), "
+                                   "per_image.jsonl and a self-contained report.html.",
+                       epilog=f"metrics: {', '.join(METRICS)}\ndefault: {', '.join(DEFAULT_METRICS)} "
+                              "(those whose inputs are present)")
+    e.add_argument("--generated", type=Path, required=True, help="folder of images (+ optional metadata.jsonl)")
+    e.add_argument("--reference", type=Path, help="pose folder or dataset with target keypoints / real images")
+    e.add_argument("--prompts", type=Path, help="prompt file, one per generated image (else metadata.jsonl text)")
+    e.add_argument("--metrics", help="comma-separated metric names (default: all that need no weights file)")
+    e.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
+    e.add_argument("--area-convention", default="segment", choices=["segment", "bbox", "bbox053"],
+                   help="OKS object area: segment area, bbox area or 0.53 x bbox area (default: segment)")
+    e.add_argument("--pairing", default="auto", choices=["auto", "stem", "order"],
+                   help="pair generated and reference images by file stem or by order (default: auto)")
+    e.add_argument("--inception-weights", type=Path, help="pt_inception-2015-12-05-6726825d.pth for fid/kid")
+    e.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS backbone (default: alex)")
+    e.add_argument("--lpips-weights", type=Path, help="LPIPS v0.1 linear-layer weights (.pth)")
+    e.add_argument("--lpips-backbone-weights", type=Path, help="torchvision AlexNet/VGG16 weights (.pth)")
+    e.add_argument("--clip-model", default="openai/clip-vit-large-patch14", help="CLIP for clip_score (path or hub id)")
+    e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_eval)
     return parser
 
 
