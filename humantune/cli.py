@@ -140,6 +140,15 @@ def cmd_models_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_ship(args: argparse.Namespace) -> int:
+    from humantune.models.shipping import check_float32_on_load, model_size_mb, ship_model
+
+    out = ship_model(args.model_dir, args.name)
+    check_float32_on_load(out)
+    print(f"shipped {args.name}: {out} ({model_size_mb(out):.1f} MB)")
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from humantune.io import new_output_dir
     from humantune.models.generation import generate, read_prompts
@@ -268,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     mp = md_sub.add_parser("path", help="print a shipped model's directory")
     mp.add_argument("name")
     mp.set_defaults(func=cmd_models_path)
+    ms = md_sub.add_parser("ship", help="copy a trained pipeline into humantune/assets/models (fp16 denoiser)")
+    ms.add_argument("model_dir", type=Path, help="pipeline directory, e.g. runs/tiny-sd/model")
+    ms.add_argument("--name", required=True, help="shipped name, e.g. tiny-sd")
+    ms.set_defaults(func=cmd_models_ship)
 
     g = sub.add_parser("generate", formatter_class=_formatter, help="generate images with any diffusers pipeline",
                        description="Generate images from a shipped model name, a local pipeline directory or a hub "

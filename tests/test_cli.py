@@ -12,7 +12,8 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_help_on_every_command():
-    for argv in ([], ["data"], ["data", "mannequin"], ["data", "mannequin-video"], ["data", "sheet"], ["demo"]):
+    for argv in ([], ["data"], ["data", "mannequin"], ["data", "mannequin-video"], ["data", "sheet"], ["demo"],
+                 ["train"], ["pretrain"], ["models"], ["models", "ship"], ["generate"], ["eval"]):
         proc = run(*argv, "--help")
         assert proc.returncode == 0, (argv, proc.stderr)
         assert "usage: humantune" in proc.stdout
@@ -91,3 +92,26 @@ def test_demo_runs_and_reruns_but_never_replaces_a_foreign_folder(tmp_path):
     proc = run("demo", "--output-dir", str(foreign), "--n", "2", "--quiet")
     assert proc.returncode == 2 and "not empty" in proc.stderr
     assert (foreign / "world/thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "nope", "--output-dir", "x"], "unknown recipe 'nope'; known: pretrain"),
+    (["models", "path", "nope"], "no shipped model 'nope'"),
+    (["generate", "--model", "m", "--out", "o"], "give at least one --prompt"),
+    (["generate", "--model", "m", "--prompts", "missing.txt", "--out", "o"], "cannot read prompts file 'missing.txt'"),
+    (["pretrain", "--output-dir", "x", "--set", "world.size=36"], "world.size (36) must be a multiple"),
+    (["pretrain", "--output-dir", "x", "--set", "trian.max_steps=3"], "trian"),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, expected):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("humantune: error:") and expected in err and "\n" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x" / "model").exists()
+
+
+def test_generate_pose_needs_a_controlnet(tmp_path, capsys):
+    from humantune.models.generation import generate
+
+    with pytest.raises(Exception, match="--pose needs --controlnet"):
+        generate("anything", ["a man"], tmp_path / "o", pose="pose.json")

@@ -64,8 +64,8 @@ def absent_components(source: str) -> dict[str, None]:
 
 
 def load_pipeline(model: str | os.PathLike, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32):
-    """Load any diffusers pipeline: shipped name, local directory or hub id."""
+                  dtype: torch.dtype | None = torch.float32):
+    """Load any diffusers pipeline: shipped name, local directory or hub id (``dtype=None``: as stored)."""
     from diffusers import DiffusionPipeline
 
     from diffusers.utils import logging as diffusers_logging
@@ -73,7 +73,8 @@ def load_pipeline(model: str | os.PathLike, device: str | torch.device = "cpu",
     source = resolve_model(model)
     diffusers_logging.disable_progress_bar()  # one bar per component is noise; callers show their own progress
     try:
-        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype, **absent_components(source))
+        kw = {"dtype": dtype} if dtype is not None else {}
+        pipe = DiffusionPipeline.from_pretrained(source, **kw, **absent_components(source))
     except (OSError, ValueError, ConnectionError) as e:
         if Path(source).is_dir():
             raise HumantuneError(f"cannot load pipeline from '{source}': {str(e).splitlines()[0]}") from None

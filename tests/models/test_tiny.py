@@ -7,16 +7,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline,
 
 from humantune.models import tiny
 from humantune.models.generation import generate_images, load_pipeline
-from humantune.models.tokenizer import build_clip_tokenizer
 
 TEXT = tiny.TextEncoderConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                               projection_dim=16, max_length=16)
 VAE = tiny.VaeConfig(block_out_channels=[8, 16], norm_num_groups=4)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return build_clip_tokenizer(["a", "man", "in", "red", "shirt", "lying"], tmp_path_factory.mktemp("tok"), 16)
 
 
 def _sd(tokenizer):
