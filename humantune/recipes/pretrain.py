@@ -79,6 +79,9 @@ class PretrainConfig:
     world: MannequinConfig = option(MannequinConfig(n=6000, seed=0), "the mannequin world to render and train on")
     world_dir: Path | None = option(None, "train on this existing world folder instead of rendering one")
     vae_path: Path | None = option(None, "reuse this trained AutoencoderKL directory (skips the vae stage)")
+    init_from: Path | None = option(None, "continue training this pipeline directory of the same family (its VAE, "
+                                          "tokenizer(s), text encoder(s) and denoiser; a new optimizer), e.g. a "
+                                          "shipped base: humantune models path tiny-sd")
     vae: tiny.VaeConfig = option(tiny.VaeConfig(), "VAE architecture")
     text: tiny.TextEncoderConfig = option(tiny.TextEncoderConfig(), "text encoder architecture")
     unet: tiny.UNetConfig = option(tiny.UNetConfig(), "UNet architecture (family sd)")
@@ -264,10 +267,15 @@ class PretrainRecipe:
         world = self._world()
         images, captions = load_world_images(world)
         self.trainer = Trainer(out, cfg.train.mixed_precision)
-        tok_dir = out / "tokenizer"
-        tokenizer = build_clip_tokenizer(caption_words(captions + cfg.validation_prompts), tok_dir, cfg.text.max_length)
-        vae = self._vae(images)
-        parts = self._build(vae, tokenizer)
+        if cfg.init_from is not None:
+            parts = self._load_init()
+            vae = parts["vae"]
+        else:
+            tok_dir = out / "tokenizer"
+            tokenizer = build_clip_tokenizer(caption_words(captions + cfg.validation_prompts), tok_dir,
+                                             cfg.text.max_length)
+            vae = self._vae(images)
+            parts = self._build(vae, tokenizer)
         latents = self._encode(vae, images)
         ids = [self._tokenize(parts[k], captions) for k in self._tokenizer_keys()]
         empty = [self._tokenize(parts[k], [""])[0] for k in self._tokenizer_keys()]
@@ -334,6 +342,20 @@ class PretrainRecipe:
                 "text_encoder": tiny.build_text_encoder_with_projection(cfg.text, tokenizer),
                 "text_encoder_2": tiny.build_text_encoder_with_projection(cfg.text, tokenizer),
                 "transformer": tiny.build_transformer(cfg.transformer, ch, latent, cfg.text)}
+
+    def _load_init(self) -> dict:
+        """The components of ``init_from`` (float32), to continue training them."""
+        from humantune.models.generation import load_pipeline
+
+        cfg = self.cfg
+        pipe = load_pipeline(cfg.init_from)
+        expected = "StableDiffusionPipeline" if cfg.family == "sd" else "StableDiffusion3Pipeline"
+        if type(pipe).__name__ != expected:
+            raise HumantuneError(f"init_from '{cfg.init_from}' is a {type(pipe).__name__}; family {cfg.family} needs "
+                                 f"a {expected}")
+        keys = ["vae", "tokenizer", "text_encoder", "unet"] if cfg.family == "sd" else \
+            ["vae", "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "transformer"]
+        return {k: pipe.components[k] for k in keys}
 
     def _tokenizer_keys(self) -> list[str]:
         return ["tokenizer"] if self.cfg.family == "sd" else ["tokenizer", "tokenizer_2"]

@@ -13,12 +13,12 @@ TEXT = tiny.TextEncoderConfig(hidden_size=32, num_hidden_layers=1, num_attention
 VAE = tiny.VaeConfig(block_out_channels=[8, 16], norm_num_groups=4)
 
 
-def _sd(tokenizer):
+def _sd(tokenizer, vae=VAE):
     torch.manual_seed(0)
     _, ddim = tiny.ddpm_schedulers()
     unet = tiny.build_unet(tiny.UNetConfig(block_out_channels=[16, 32], attention_heads=2, norm_num_groups=4), 4, 8,
                            TEXT.hidden_size)
-    return tiny.assemble_sd(tiny.build_vae(VAE), tiny.build_text_encoder(TEXT, tokenizer), tokenizer, unet, ddim)
+    return tiny.assemble_sd(tiny.build_vae(vae), tiny.build_text_encoder(TEXT, tokenizer), tokenizer, unet, ddim)
 
 
 def _sd3(tokenizer):
@@ -68,3 +68,22 @@ def test_saved_pipelines_reload_with_stock_classes_and_generate(tokenizer, tmp_p
     b = generate_images(ours, ["a man lying"], seed=6, progress=False, **kw)
     assert [im.size for im in a] == [(16, 16), (16, 16)]
     assert list(a[1].getdata()) == list(b[0].getdata())      # image i uses seed + i, whatever the batch
+
+
+def test_generate_with_a_pose_controlnet_writes_images_and_metadata(tokenizer, tmp_path):
+    import json
+
+    from diffusers import ControlNetModel
+
+    from humantune.models.generation import generate
+
+    pipe = _sd(tokenizer, tiny.VaeConfig(block_out_channels=[8, 8, 8, 8], norm_num_groups=4))   # 8x, as ControlNet assumes
+    pipe.save_pretrained(tmp_path / "model")
+    ControlNetModel.from_unet(pipe.unet).save_pretrained(tmp_path / "controlnet")
+    kp = [[8.0, 3.0, 2.0]] * 17
+    (tmp_path / "pose.json").write_text(json.dumps(kp))
+    n = generate(tmp_path / "model", ["a man in red"], tmp_path / "out", n=2, seed=3, pose=str(tmp_path / "pose.json"),
+                 controlnet=str(tmp_path / "controlnet"), steps=2, size=64, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()]
+    assert n == 2 and [r["seed"] for r in rows] == [3, 4] and rows[0]["keypoints"] == [kp]
+    assert all((tmp_path / "out" / r["file_name"]).is_file() for r in rows)

@@ -77,3 +77,22 @@ def test_config_checks_name_the_problem(tmp_path):
 
     with pytest.raises(ConfigError, match="world.size .36. must be a multiple"):
         load_config(PretrainConfig, path)
+
+
+@pytest.mark.slow
+def test_init_from_continues_a_trained_base(tmp_path):
+    from humantune.errors import HumantuneError
+
+    first = pretrain(_config(tmp_path, "sd"), tmp_path / "run")
+    cfg = _config(tmp_path, "sd")
+    cfg.init_from = first
+    second = pretrain(cfg, tmp_path / "more")
+    assert not (tmp_path / "more" / "vae").exists()                  # the VAE came with the base
+    before = read_metrics(tmp_path / "run" / "denoiser")
+    after = read_metrics(tmp_path / "more" / "denoiser")
+    assert after[0]["loss"] < before[0]["loss"]                       # it starts from the trained weights
+    assert json.loads((second / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+    wrong = _config(tmp_path, "sd3")
+    wrong.init_from = first
+    with pytest.raises(HumantuneError, match="family sd3 needs a StableDiffusion3Pipeline"):
+        pretrain(wrong, tmp_path / "wrong")
