@@ -102,7 +102,7 @@ def test_demo_runs_and_reruns_but_never_replaces_a_foreign_folder(tmp_path):
     (["pretrain", "--output-dir", "x", "--set", "world.size=36"], "world.size (36) must be a multiple"),
     (["pretrain", "--output-dir", "x", "--set", "trian.max_steps=3"], "trian"),
 ])
-def test_user_mistakes_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, expected):
+def test_training_and_generation_mistakes_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, expected):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -86,12 +86,6 @@ def load_pipeline(model: str | os.PathLike, device: str | torch.device = "cpu",
     return pipe.to(device)
 
 
-def generation_defaults(pipe) -> dict[str, Any]:
-    """The generation settings a pipeline was trained for (``humantune.json``), or {} for foreign checkpoints."""
-    path = getattr(pipe, "config", {}).get("_name_or_path", "") if hasattr(pipe, "config") else ""
-    return dict(model_info(Path(path)).get("generation", {})) if path else {}
-
-
 def generate_images(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int = 8, progress: bool = True,
                     per_image_seeds: Sequence[int] | None = None, **kwargs: Any) -> list[Image.Image]:
     """One image per prompt; image ``i`` uses a generator seeded with ``seed + i`` (or ``per_image_seeds[i]``), so
@@ -100,7 +94,6 @@ def generate_images(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int
 
     seeds = list(per_image_seeds) if per_image_seeds is not None else [seed + i for i in range(len(prompts))]
     out: list[Image.Image] = []
-    device = getattr(pipe, "device", torch.device("cpu"))
     for start in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch", disable=not progress):
         chunk = list(prompts[start:start + batch_size])
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[start:start + len(chunk)]]
@@ -111,7 +104,6 @@ def generate_images(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int
         with torch.no_grad():
             result = pipe(prompt=chunk, generator=generators, output_type="pil", **extra)
         out.extend(result.images)
-    del device
     return out
 
 
@@ -179,7 +171,7 @@ def generate(model: str | os.PathLike, prompts: Sequence[str], out_dir: str | os
     source = resolve_model(model)
     pipe = load_pipeline(source)
     kwargs: dict[str, Any] = {"num_inference_steps": 30, "guidance_scale": 7.5}
-    kwargs.update(model_info(Path(source)).get("generation", {}) if Path(source).is_dir() else {})
+    kwargs.update(model_info(Path(source)).get("generation", {}))
     if steps is not None:
         kwargs["num_inference_steps"] = steps
     if guidance_scale is not None:

@@ -23,8 +23,10 @@ Layout of a stage directory (a recipe with several stages gives each its own)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import time
 import os
 import re
 import shutil
@@ -210,8 +212,6 @@ class Trainer:
             desc: str = "training") -> dict[str, Any]:
         """Train ``task`` for ``cfg.max_steps`` optimizer steps, resuming from the stage's latest checkpoint when
         ``resume`` and one exists. Returns a summary (steps run, final loss, wall time)."""
-        import time
-
         acc = self.accelerator
         stage_dir = Path(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
@@ -284,7 +284,7 @@ class Trainer:
             module.train()
         from accelerate.utils import send_to_device
 
-        with open(metrics_path, "a") if self.is_main else _null() as log_file:
+        with open(metrics_path, "a") if self.is_main else contextlib.nullcontext() as log_file:
             for batch in loader:
                 batch = send_to_device(batch, acc.device)
                 gen = torch.Generator().manual_seed(micro_batch_seed(cfg.seed, step, micro, acc.process_index))
@@ -408,14 +408,6 @@ class _Indexed(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Any:
         return self.data[i]
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def read_metrics(stage_dir: str | os.PathLike) -> list[dict]:

@@ -1,4 +1,3 @@
-import json
 import math
 
 import numpy as np
@@ -339,7 +338,7 @@ def test_clip_score_conventions_hand_values():
 
 def _tiny_clip_folder(tmp_path):
     """A random 1-layer CLIP with humantune's offline CLIP tokenizer, saved as a transformers folder."""
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
     from humantune.models.tokenizer import build_clip_tokenizer
 
