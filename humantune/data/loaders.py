@@ -61,7 +61,7 @@ def _read_json(path: Path, expected: str) -> Any:
         raise DataError(f"{path}: cannot read ({_one_line(e)}); expected {expected}") from None
 
 
-def _read_jsonl(path: Path, expected: str) -> list[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path, expected: str) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for every non-blank line of the JSON Lines file ``path``; DataError naming the
     file and line when it is missing, a line is not valid JSON or not an object."""
     try:
@@ -86,7 +86,7 @@ def _read_jsonl(path: Path, expected: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _load_rgb(path: Path, where: str) -> Image.Image:
+def load_rgb(path: Path, where: str) -> Image.Image:
     """The image file ``path`` decoded to RGB; DataError naming the file and ``where`` if missing or unreadable."""
     try:
         with Image.open(path) as image:
@@ -273,7 +273,7 @@ def read_captions(path: str | os.PathLike) -> dict[str, str]:
     expected = "captions: JSONL rows with file_name and text, a {file_name: caption} object, or COCO captions"
     if path.suffix == ".jsonl":
         captions = {}
-        for number, row in _read_jsonl(path, expected):
+        for number, row in read_jsonl(path, expected):
             text = row.get("text", row.get("caption"))
             if not isinstance(row.get("file_name"), str) or not isinstance(text, str):
                 raise DataError(f"{path}: line {number}: expected string 'file_name' and 'text' (or 'caption')")
@@ -341,7 +341,7 @@ class CocoKeypointsDataset(PoseDataset):
         record = self.records[index]
         where = f"sample {index}, image id {record.image_id} in {self.annotation_json}"
         path = self.image_dir / record.file_name
-        image = _load_rgb(path, where)
+        image = load_rgb(path, where)
         _check_size(image, (record.width, record.height), path, where)
         mask = None
         if record.segmentations is not None:
@@ -383,7 +383,7 @@ class PoseFolderDataset(PoseDataset):
             raise DataError(f"{self.data_dir}: pose folder not found")
         by_file = {os.path.normpath(r.file_name): r for r in parse_coco_keypoints(self.annotation_json)}
         self.rows: list[tuple[int, dict[str, Any], CocoImageRecord]] = []
-        for number, row in _read_jsonl(self.metadata_path, "one JSON object per sample with 'file_name'"):
+        for number, row in read_jsonl(self.metadata_path, "one JSON object per sample with 'file_name'"):
             file_name = row.get("file_name")
             if not isinstance(file_name, str):
                 raise DataError(f"{self.metadata_path}: line {number}: expected a string 'file_name'")
@@ -400,10 +400,10 @@ class PoseFolderDataset(PoseDataset):
         number, row, record = self.rows[index]
         where = f"sample {index}, {self.metadata_path.name} line {number}"
         image_path = self.data_dir / row["file_name"]
-        image = _load_rgb(image_path, where)
+        image = load_rgb(image_path, where)
         _check_size(image, (record.width, record.height), image_path, where)
         condition_file, mask_file = metadata_file(row, "conditioning_image"), metadata_file(row, "mask")
-        condition = _load_rgb(self.data_dir / condition_file, where) if condition_file else None
+        condition = load_rgb(self.data_dir / condition_file, where) if condition_file else None
         mask = _load_mask(self.data_dir / mask_file, where) if mask_file else None
         return PoseSample(  # copies: a caller editing a sample in place must not change the dataset
             image=image, keypoints=record.keypoints.copy(), caption=str(row.get("text") or record.caption),
@@ -461,7 +461,7 @@ def _decode_image_cell(value: Any, base_dir: Path, where: str) -> Image.Image:
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{where}: cannot decode image bytes: {_one_line(e)}") from None
     stored = Path(value["path"])
-    return _load_rgb(stored if stored.is_file() else base_dir / stored, where)
+    return load_rgb(stored if stored.is_file() else base_dir / stored, where)
 
 
 def pose_cell_keypoints(value: Any, where: str) -> np.ndarray:
@@ -610,7 +610,7 @@ class ImageFolderDataset(PoseDataset):
         self.metadata_path = self.data_dir / "metadata.jsonl"
         self.rows: list[dict[str, Any]] = []
         if self.metadata_path.is_file():
-            for number, row in _read_jsonl(self.metadata_path, "one JSON object per image with 'file_name'"):
+            for number, row in read_jsonl(self.metadata_path, "one JSON object per image with 'file_name'"):
                 if not isinstance(row.get("file_name"), str):
                     raise DataError(f"{self.metadata_path}: line {number}: expected a string 'file_name'")
                 self.rows.append({
@@ -636,9 +636,9 @@ class ImageFolderDataset(PoseDataset):
         where = f"sample {index}, {row['where']}"
         condition = None
         if row["conditioning_image"]:
-            condition = _load_rgb(self.data_dir / row["conditioning_image"], where)
+            condition = load_rgb(self.data_dir / row["conditioning_image"], where)
         return PoseSample(
-            image=_load_rgb(self.data_dir / row["file_name"], where), keypoints=np.zeros((0, 17, 3), np.float32),
+            image=load_rgb(self.data_dir / row["file_name"], where), keypoints=np.zeros((0, 17, 3), np.float32),
             caption=row["caption"], condition=condition, sample_id=row["file_name"],
         )
 

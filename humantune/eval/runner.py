@@ -65,13 +65,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from humantune import __version__
-from humantune.data.loaders import IMAGE_EXTENSIONS, _load_rgb, _read_jsonl, open_pose_dataset
+from humantune.data.loaders import IMAGE_EXTENSIONS, load_rgb, read_jsonl, open_pose_dataset
 from humantune.data.sample import validate_keypoints
 from humantune.errors import DataError, HumantuneError
 from humantune.eval import anatomy, distribution, image_metrics, pose_metrics
 from humantune.eval.oks import oks_matrix
 from humantune.eval.pose_estimators import PoseEstimate, PoseEstimator, load_pose_estimator
-from humantune.eval.preference import bootstrap_interval, wilson_interval
+from humantune.eval.preference import bootstrap_interval
 from humantune.io import new_output_dir, write_json_atomic, write_jsonl_atomic
 
 PAIRINGS = ("auto", "stem", "order")
@@ -140,7 +140,7 @@ def read_generated_folder(folder: str | os.PathLike) -> list[GeneratedImage]:
     metadata = root / "metadata.jsonl"
     items: list[GeneratedImage] = []
     if metadata.is_file():
-        rows = _read_jsonl(metadata, "one JSON object per generated image with 'file_name'")
+        rows = read_jsonl(metadata, "one JSON object per generated image with 'file_name'")
         with_keypoints = [number for number, row in rows if row.get("keypoints") is not None]
         if with_keypoints and len(with_keypoints) != len(rows):
             missing = next(number for number, row in rows if row.get("keypoints") is None)
@@ -175,7 +175,7 @@ def read_prompts(prompts: str | os.PathLike | Sequence[str]) -> list[str]:
             raise DataError(f"{path}: prompts file not found (expected .txt, one prompt per line, or .jsonl)")
         if path.suffix == ".jsonl":
             out = []
-            for number, row in _read_jsonl(path, "one JSON object per prompt with 'text'"):
+            for number, row in read_jsonl(path, "one JSON object per prompt with 'text'"):
                 text = next((row[k] for k in ("text", "prompt", "caption") if isinstance(row.get(k), str)), None)
                 if text is None:
                     raise DataError(f"{path}: line {number}: expected a string 'text' (or 'prompt', 'caption')")
@@ -290,7 +290,7 @@ class EvalContext:
 
     def generated_image(self, i: int) -> np.ndarray:
         """Generated image i as uint8 (H, W, 3) RGB."""
-        return np.asarray(_load_rgb(self.generated[i].path, f"generated image {i}"))
+        return np.asarray(load_rgb(self.generated[i].path, f"generated image {i}"))
 
     def generated_size(self, i: int) -> tuple[int, int]:
         """(width, height) of generated image i, read from the file header once."""
@@ -1051,5 +1051,5 @@ def read_results(out_dir: str | os.PathLike) -> tuple[dict[str, Any], list[dict[
     if not path.is_file():
         raise DataError(f"{path}: not found (not an evaluation folder written by humantune eval)")
     summary = json.loads(path.read_text(encoding="utf-8"))
-    rows = [row for _, row in _read_jsonl(root / "per_image.jsonl", "one JSON object per generated image")]
+    rows = [row for _, row in read_jsonl(root / "per_image.jsonl", "one JSON object per generated image")]
     return summary, rows

@@ -24,9 +24,8 @@ Assumes: square images of ``world.size``; single-process data caching (latents a
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -35,16 +34,17 @@ import torch
 from PIL import Image
 
 from humantune.config import option, save_config
+from humantune.data.loaders import load_rgb, read_jsonl
 from humantune.data.mannequin.world import MannequinConfig, write_world
 from humantune.errors import HumantuneError
-from humantune.io import atomic_path, write_json_atomic, write_text_atomic
+from humantune.io import atomic_path, write_json_atomic
 from humantune.losses.denoising import (
     ddpm_noisy_latents, ddpm_target, flow_matching_interpolate, flow_matching_loss, logit_normal_sigmas,
     per_sample_mse, shift_sigmas,
 )
 from humantune.models import tiny
 from humantune.models.tokenizer import build_clip_tokenizer, caption_words
-from humantune.train.engine import Trainer, TrainConfig, read_metrics
+from humantune.train.engine import Trainer, TrainConfig
 
 DEFAULT_VALIDATION_PROMPTS = [
     "a man in a red shirt and blue jeans standing on the grass",
@@ -115,20 +115,18 @@ class PretrainConfig:
 
 def load_world_images(world_dir: Path) -> tuple[torch.Tensor, list[str]]:
     """All images of a pose folder as a uint8 tensor (N, 3, H, W) and their captions, in metadata order."""
-    rows = [json.loads(line) for line in (world_dir / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_jsonl(world_dir / "metadata.jsonl", "one JSON object per image with 'file_name' and 'text'")
     if not rows:
         raise HumantuneError(f"{world_dir / 'metadata.jsonl'}: no samples")
-    images = []
-    for i, row in enumerate(rows):
-        path = world_dir / row["file_name"]
-        try:
-            images.append(np.asarray(Image.open(path).convert("RGB")))
-        except OSError as e:
-            raise HumantuneError(f"{path} (metadata.jsonl line {i + 1}): cannot read image: {e}") from None
+    for number, row in rows:
+        if not isinstance(row.get("file_name"), str):
+            raise HumantuneError(f"{world_dir / 'metadata.jsonl'}: line {number}: missing 'file_name'")
+    images = [np.asarray(load_rgb(world_dir / row["file_name"], f"metadata.jsonl line {number}"))
+              for number, row in rows]
     sizes = {im.shape for im in images}
     if len(sizes) != 1:
         raise HumantuneError(f"{world_dir}: images must all have one size to pretrain, found {sorted(sizes)}")
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r.get("text", "") for r in rows]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r.get("text", "") for _, r in rows]
 
 
 def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -195,10 +193,9 @@ class DenoiserTask:
                  empty_ids: list[torch.Tensor], noise_scheduler, validation_fn):
         self.cfg, self.parts, self.latents, self.ids, self.empty_ids = cfg, parts, latents, ids, empty_ids
         self.noise_scheduler, self.validation_fn = noise_scheduler, validation_fn
-        self.names = ["unet", "text_encoder"] if cfg.family == "sd" else ["transformer", "text_encoder", "text_encoder_2"]
 
     def trainable_modules(self):
-        return {k: self.parts[k] for k in self.names}
+        return {k: self.parts[k] for k in tiny.TRAINABLE[self.cfg.family]}
 
     def frozen_modules(self):
         return {}
@@ -277,8 +274,8 @@ class PretrainRecipe:
             vae = self._vae(images)
             parts = self._build(vae, tokenizer)
         latents = self._encode(vae, images)
-        ids = [self._tokenize(parts[k], captions) for k in self._tokenizer_keys()]
-        empty = [self._tokenize(parts[k], [""])[0] for k in self._tokenizer_keys()]
+        ids = [self._tokenize(parts[k], captions) for k in tiny.TOKENIZERS[cfg.family]]
+        empty = [self._tokenize(parts[k], [""])[0] for k in tiny.TOKENIZERS[cfg.family]]
         noise_scheduler, _ = tiny.ddpm_schedulers()
         task = DenoiserTask(cfg, parts, latents, ids, empty, noise_scheduler,
                             lambda step, d: self._validate_denoiser(parts, step, d))
@@ -349,16 +346,12 @@ class PretrainRecipe:
 
         cfg = self.cfg
         pipe = load_pipeline(cfg.init_from)
-        expected = "StableDiffusionPipeline" if cfg.family == "sd" else "StableDiffusion3Pipeline"
+        expected = tiny.PIPELINE_CLASS[cfg.family]
         if type(pipe).__name__ != expected:
             raise HumantuneError(f"init_from '{cfg.init_from}' is a {type(pipe).__name__}; family {cfg.family} needs "
                                  f"a {expected}")
-        keys = ["vae", "tokenizer", "text_encoder", "unet"] if cfg.family == "sd" else \
-            ["vae", "tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "transformer"]
+        keys = ("vae",) + tiny.TOKENIZERS[cfg.family] + tiny.TRAINABLE[cfg.family]
         return {k: pipe.components[k] for k in keys}
-
-    def _tokenizer_keys(self) -> list[str]:
-        return ["tokenizer"] if self.cfg.family == "sd" else ["tokenizer", "tokenizer_2"]
 
     @staticmethod
     def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
