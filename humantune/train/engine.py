@@ -16,6 +16,7 @@ Layout of a stage directory (a recipe with several stages gives each its own)::
 
     STAGE_DIR/
       metrics.jsonl            {"step", "loss", "lr", ...} per optimizer step (rows past a resume point are dropped)
+      validation/metrics.jsonl {"step", ...} the task's validation scalars (likewise truncated on resume)
       logs/                    TensorBoard event files
       checkpoints/step_000500  accelerate ``save_state`` + trainer_state.json; written atomically, last N kept
       validation/              whatever the task's ``validate`` writes (image grids, metrics)
@@ -106,6 +107,10 @@ class TrainingTask(Protocol):
     def validate(self, step: int, out_dir: Path) -> dict[str, float]:
         """Evaluate the current weights (main process only); return scalars to log."""
 
+    # Optional: ``param_groups() -> list[dict]``, each ``{"params": [...], "lr_scale": s}``, splits the trainable
+    # parameters into optimizer groups whose learning rate is ``s × learning_rate`` at every step of the schedule
+    # (e.g. a text-encoder LoRA with its own rate). Without it, every trainable parameter is one group (s = 1).
+
 
 def micro_batch_seed(seed: int, step: int, micro: int, process: int) -> int:
     """The seed of one micro-batch's generator: distinct for every (step, micro-batch, process)."""
@@ -189,6 +194,8 @@ class Trainer:
             mixed_precision=mixed_precision,
             project_config=ProjectConfiguration(project_dir=str(self.project_dir), automatic_checkpoint_naming=False),
         )
+        self._checkpoint_keys: list[set[str] | None] = []
+        self.accelerator.register_save_state_pre_hook(self._keep_trainable)
 
     @property
     def is_main(self) -> bool:
@@ -231,7 +238,10 @@ class Trainer:
         params = [p for m in trainable.values() for p in m.parameters() if p.requires_grad]
         if not params:
             raise HumantuneError(f"{desc}: nothing to train (no parameter requires grad)")
-        optimizer = self._optimizer(params, cfg)
+        groups = param_groups(task, params)
+        lr_scales = [g["lr_scale"] for g in groups]
+        optimizer = self._optimizer([{"params": g["params"], "lr": cfg.learning_rate * g["lr_scale"],
+                                      "lr_scale": g["lr_scale"]} for g in groups], cfg)
         lr_fn = lr_lambda(cfg.lr_scheduler, cfg.lr_warmup_steps, cfg.max_steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_fn)
         prepared = acc.prepare(*trainable.values(), optimizer)
@@ -245,26 +255,28 @@ class Trainer:
             ema = EMAModel(params, decay=cfg.ema_decay)
             acc.register_for_checkpointing(ema)
         task.attach(modules)
+        self._checkpoint_keys = self._trainable_state_keys(list(modules.values()))
 
         start = 0
         if resume:
             found = find_checkpoints(stage_dir)
             if found:
                 start, path = found[-1]
-                acc.load_state(str(path))
+                self._load_checkpoint(path, list(modules.values()))
                 if ema is not None:
                     ema.to(acc.device)
                 # The schedule comes from this run's config, so a resumed run may change max_steps or the
                 # learning rate; the checkpoint's optimizer and schedule otherwise carry the old values.
-                schedule.base_lrs = [cfg.learning_rate] * len(optimizer.param_groups)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.learning_rate * lr_fn(start)
+                schedule.base_lrs = [cfg.learning_rate * scale for scale in lr_scales]
+                for group, scale in zip(optimizer.param_groups, lr_scales):
+                    group["lr"], group["lr_scale"] = cfg.learning_rate * scale * lr_fn(start), scale
                 schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
                 if self.is_main:
                     tqdm.write(f"{desc}: resumed from {path} (step {start})")
         metrics_path = stage_dir / "metrics.jsonl"
-        if self.is_main:
+        if self.is_main:  # rows past the resume point are redone by this run
             self._truncate_metrics(metrics_path, start)
+            self._truncate_metrics(stage_dir / "validation" / "metrics.jsonl", start)
         summary: dict[str, Any] = {"start_step": start, "max_steps": cfg.max_steps}
         if start >= cfg.max_steps:
             self._finish(ema, params)
@@ -341,7 +353,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ helpers
 
-    def _optimizer(self, params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    def _optimizer(self, params: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
         kwargs = dict(lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
                       weight_decay=cfg.weight_decay)
         if cfg.use_8bit_adam:
@@ -377,8 +389,52 @@ class Trainer:
                     f.write(json.dumps({"step": step, **scalars}) + "\n")
         self.accelerator.wait_for_everyone()
 
+    # ------------------------------------------------------------------------------------------------ checkpoints
+
+    def _trainable_state_keys(self, models: list[torch.nn.Module]) -> list[set[str] | None]:
+        """Per prepared model, the state-dict keys a checkpoint keeps: its trainable parameters when some of its
+        parameters are frozen (a LoRA on a large denoiser: the checkpoint holds the adapter, not the base), None
+        (everything) otherwise. DeepSpeed and FSDP save their own way and always keep everything."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            return [None] * len(models)
+        keys: list[set[str] | None] = []
+        for model in models:
+            named = list(model.named_parameters())
+            keys.append(None if all(p.requires_grad for _, p in named) else {n for n, p in named if p.requires_grad})
+        return keys
+
+    def _keep_trainable(self, models, weights, output_dir) -> None:
+        """accelerate save-state hook: drop frozen weights from the state dicts about to be written."""
+        for state, keep in zip(weights, getattr(self, "_checkpoint_keys", [])):
+            if keep is not None:
+                for key in [k for k in state if k not in keep]:
+                    del state[key]
+
+    def _load_checkpoint(self, path: Path, models: list[torch.nn.Module]) -> None:
+        """``accelerate load_state`` of a checkpoint this engine wrote; a checkpoint that holds only trainable
+        weights must hold exactly the keys this run trains (else a one-line error, not a silent partial load)."""
+        from safetensors import safe_open
+
+        partial = any(k is not None for k in self._checkpoint_keys)
+        if partial:
+            for i, keep in enumerate(self._checkpoint_keys):
+                file = Path(path) / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
+                if keep is None or not file.is_file():
+                    continue
+                with safe_open(str(file), "pt") as f:
+                    stored = set(f.keys())
+                if stored != keep:
+                    raise HumantuneError(
+                        f"checkpoint {path} does not match this run's trainable parameters ({len(stored)} stored, "
+                        f"{len(keep)} trained; e.g. {sorted(stored ^ keep)[:2]}): was the config changed? "
+                        "Use --no-resume to start over")
+        self.accelerator.load_state(str(path), **({"strict": False} if partial else {}))
+
     def save_checkpoint(self, stage_dir: Path, step: int, keep: int) -> Path:
-        """``accelerate save_state`` into ``checkpoints/step_XXXXXX``, atomically, keeping the last ``keep``."""
+        """``accelerate save_state`` into ``checkpoints/step_XXXXXX``, atomically, keeping the last ``keep``.
+        Models with frozen parameters are saved without them (:meth:`_trainable_state_keys`)."""
         acc = self.accelerator
         final = Path(stage_dir) / "checkpoints" / f"step_{step:06d}"
         acc.wait_for_everyone()
@@ -397,6 +453,20 @@ class Trainer:
             return
         rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
         path.write_text("".join(r + "\n" for r in rows))
+
+
+def param_groups(task: TrainingTask, params: list[torch.nn.Parameter]) -> list[dict]:
+    """The optimizer groups of a stage: the task's ``param_groups()`` when it has one (checked to cover every
+    trainable parameter exactly once), else one group; each ``{"params": [...], "lr_scale": float}``."""
+    if not hasattr(task, "param_groups"):
+        return [{"params": params, "lr_scale": 1.0}]
+    groups = [{"params": list(g["params"]), "lr_scale": float(g.get("lr_scale", 1.0))} for g in task.param_groups()]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    if len(grouped) != len(set(grouped)) or set(grouped) != {id(p) for p in params}:
+        raise HumantuneError("the task's param_groups must list every trainable parameter exactly once")
+    if any(g["lr_scale"] <= 0 for g in groups):
+        raise HumantuneError("lr_scale of every parameter group must be positive")
+    return [g for g in groups if g["params"]]
 
 
 class _Indexed(torch.utils.data.Dataset):

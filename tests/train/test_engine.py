@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from humantune.errors import ConfigError
+from humantune.errors import ConfigError, HumantuneError
 from humantune.train.engine import StepBatches, Trainer, TrainConfig, find_checkpoints, lr_lambda, read_metrics
 
 
@@ -113,6 +113,9 @@ def test_resume_continues_the_loss_trajectory_exactly(tmp_path, ema):
     assert summary["start_step"] == 3 and summary["steps_run"] == 5
     rows_b = read_metrics(tmp_path / "b")
     assert [r["step"] for r in rows_b] == list(range(1, 9))
+    # Validation at step 4 ran before the interruption and again after the resume from step 3: one row each.
+    validation = [json.loads(x)["step"] for x in (tmp_path / "b/validation/metrics.jsonl").read_text().splitlines()]
+    assert validation == [4, 8]
     for ra, rb in zip(rows_a, rows_b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6, abs=1e-9), ra["step"]
     torch.testing.assert_close(straight.model.weight, resumed.model.weight)
@@ -150,3 +153,86 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
     Trainer(tmp_path / "b", log_with=None).fit(b, _cfg(batch_size=4, gradient_accumulation_steps=2, **kw), tmp_path / "b")
     # Same samples per step; the noise differs per micro-batch, so weights agree closely but not exactly.
     assert np.allclose(a.model.weight.detach(), b.model.weight.detach(), atol=0.05)
+
+
+class PartlyFrozen(Regression):
+    """A frozen 'base' layer plus two trainable heads with different learning-rate scales (a LoRA-like setup)."""
+
+    def __init__(self, scale: float = 0.1):
+        super().__init__()
+        torch.manual_seed(2)
+        self.model = torch.nn.ModuleDict({"base": torch.nn.Linear(5, 5), "head": torch.nn.Linear(5, 1),
+                                          "text": torch.nn.Linear(5, 1)})
+        self.model["base"].requires_grad_(False)
+        self.scale = scale
+
+    def param_groups(self):
+        return [{"params": list(self.model["head"].parameters())},
+                {"params": list(self.model["text"].parameters()), "lr_scale": self.scale}]
+
+    def loss(self, batch, generator):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        m = self.wrapped
+        h = m["base"](self.x[batch])
+        pred = (m["head"](h) + m["text"](h)).squeeze(-1)
+        noise = 0.1 * torch.randn(len(batch), generator=generator)
+        return ((pred - self.y[batch] - noise) ** 2).mean(), {}
+
+    def validate(self, step, out_dir):
+        return {}
+
+
+def test_parameter_groups_scale_the_learning_rate_through_the_schedule_and_a_resume(tmp_path):
+    from safetensors import safe_open
+
+    cfg = _cfg(lr_scheduler="linear", checkpoint_every=3)
+    straight = PartlyFrozen()
+    trainer = Trainer(tmp_path / "a", log_with=None)
+    lrs = []
+    original = trainer._optimizer
+
+    def spy(groups, c):
+        opt = original(groups, c)
+        opt.register_step_post_hook(lambda o, *_: lrs.append([g["lr"] for g in o.param_groups]))
+        return opt
+
+    trainer._optimizer = spy
+    trainer.fit(straight, cfg, tmp_path / "a")
+    f = lr_lambda("linear", 2, 8)
+    per_step = lrs                                # the wrapped optimizer steps once per step, not per micro-batch
+    assert len(per_step) == 8
+    assert [g[0] for g in per_step] == pytest.approx([0.1 * f(s) for s in range(8)])
+    assert [g[1] for g in per_step] == pytest.approx([0.01 * f(s) for s in range(8)])
+    assert torch.equal(straight.model["base"].weight, PartlyFrozen().model["base"].weight)   # frozen stayed put
+
+    # The checkpoint holds only what trains: no 'base.*' weights.
+    with safe_open(str(tmp_path / "a/checkpoints/step_000008/model.safetensors"), "pt") as f_:
+        assert sorted(f_.keys()) == ["head.bias", "head.weight", "text.bias", "text.weight"]
+
+    part = PartlyFrozen()
+    part.interrupt_at = 9
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tmp_path / "b", log_with=None).fit(part, cfg, tmp_path / "b")
+    resumed = PartlyFrozen()
+    Trainer(tmp_path / "b", log_with=None).fit(resumed, cfg, tmp_path / "b")
+    for ra, rb in zip(read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6, abs=1e-9) and ra["lr"] == pytest.approx(rb["lr"])
+    torch.testing.assert_close(straight.model["text"].weight, resumed.model["text"].weight)
+
+
+def test_a_checkpoint_of_other_trainable_parameters_is_refused(tmp_path):
+    Trainer(tmp_path, log_with=None).fit(PartlyFrozen(), _cfg(max_steps=3, checkpoint_every=3), tmp_path)
+    other = PartlyFrozen()
+    other.model["text"].requires_grad_(False)
+    other.param_groups = lambda: [{"params": list(other.model["head"].parameters())}]
+    with pytest.raises(HumantuneError, match="does not match this run's trainable parameters"):
+        Trainer(tmp_path, log_with=None).fit(other, _cfg(max_steps=5, checkpoint_every=3), tmp_path)
+
+
+def test_param_groups_must_cover_every_trainable_parameter_once(tmp_path):
+    task = PartlyFrozen()
+    task.param_groups = lambda: [{"params": list(task.model["head"].parameters())}]
+    with pytest.raises(HumantuneError, match="exactly once"):
+        Trainer(tmp_path, log_with=None).fit(task, _cfg(), tmp_path)
