@@ -40,7 +40,7 @@ from humantune.errors import HumantuneError
 from humantune.io import atomic_path, write_json_atomic
 from humantune.losses.denoising import (
     ddpm_noisy_latents, ddpm_target, flow_matching_interpolate, flow_matching_loss, logit_normal_sigmas,
-    per_sample_mse, shift_sigmas,
+    min_snr_weights, per_sample_mse, shift_sigmas,
 )
 from humantune.models import tiny
 from humantune.models.tokenizer import build_clip_tokenizer, caption_words
@@ -96,6 +96,8 @@ class PretrainConfig:
                                             validate_every=1000),
                                 "denoiser stage optimisation")
     caption_dropout: float = option(0.1, "probability of training on the empty prompt (for classifier-free guidance)")
+    snr_gamma: float | None = option(None, "family sd: Min-SNR-γ loss weighting (5.0 is the paper's choice; null: "
+                                           "plain MSE)")
     flow: FlowConfig = option(FlowConfig(), "flow-matching settings (family sd3)")
     validation_prompts: list[str] = option(DEFAULT_VALIDATION_PROMPTS, "prompts of the validation grids")
     inference_steps: int = option(30, "sampling steps for validation and the saved generation defaults")
@@ -231,9 +233,13 @@ class DenoiserTask:
             zt = ddpm_noisy_latents(z0, noise, self.noise_scheduler.alphas_cumprod, t)
             cond = tiny.encode_prompt_sd(m["text_encoder"], ids[0])
             pred = m["unet"](zt, t, cond).sample
-            target = ddpm_target(z0, noise, self.noise_scheduler.alphas_cumprod, t,
-                                 self.noise_scheduler.config.prediction_type)
-            return per_sample_mse(pred, target).mean(), {}
+            prediction = self.noise_scheduler.config.prediction_type
+            target = ddpm_target(z0, noise, self.noise_scheduler.alphas_cumprod, t, prediction)
+            loss = per_sample_mse(pred, target)
+            if self.cfg.snr_gamma is not None:
+                loss = loss * min_snr_weights(self.noise_scheduler.alphas_cumprod, t, self.cfg.snr_gamma,
+                                              prediction).to(device)
+            return loss.mean(), {}
         f = self.cfg.flow
         sigmas = shift_sigmas(logit_normal_sigmas(len(z0), f.logit_mean, f.logit_std, generator), f.shift).to(device)
         xt = flow_matching_interpolate(z0, noise, sigmas)

@@ -7,7 +7,7 @@ from diffusers.training_utils import compute_loss_weighting_for_sd3
 
 from humantune.losses.denoising import (
     ddpm_noisy_latents, ddpm_target, flow_matching_interpolate, flow_matching_loss, flow_matching_target,
-    flow_matching_weights, logit_normal_sigmas, per_sample_mse, shift_sigmas,
+    flow_matching_weights, logit_normal_sigmas, min_snr_weights, per_sample_mse, shift_sigmas, snr,
 )
 
 
@@ -80,3 +80,62 @@ def test_shift_sigmas_matches_the_flow_scheduler():
     torch.testing.assert_close(shift_sigmas(unshifted, 3.0), sched.sigmas, atol=1e-5, rtol=1e-5)
     s = torch.tensor([0.2, 0.7])
     torch.testing.assert_close(shift_sigmas(s, 1.0), s)
+
+
+def test_min_snr_weights_match_diffusers_training_scripts(scheduler):
+    from diffusers.training_utils import compute_snr
+
+    t = torch.tensor([0, 50, 300, 999])
+    s = compute_snr(scheduler, t)
+    torch.testing.assert_close(snr(scheduler.alphas_cumprod, t), s)
+    # diffusers' train_text_to_image.py: mse_loss_weights = min(snr, γ) / snr  (ε)  or / (snr + 1)  (v)
+    torch.testing.assert_close(min_snr_weights(scheduler.alphas_cumprod, t, 5.0),
+                               torch.stack([s, 5.0 * torch.ones_like(s)], 1).min(1)[0] / s)
+    torch.testing.assert_close(min_snr_weights(scheduler.alphas_cumprod, t, 5.0, "v_prediction"),
+                               torch.clamp(s, max=5.0) / (s + 1))
+    # by hand at t = 999: SNR ≪ γ, so the ε weight is exactly 1; at t = 0 it is γ / SNR(0)
+    a0 = scheduler.alphas_cumprod[0]
+    w = min_snr_weights(scheduler.alphas_cumprod, t, 5.0)
+    assert w[3] == 1.0
+    assert math.isclose(w[0].item(), 5.0 / (a0 / (1 - a0)).item(), rel_tol=1e-5)
+
+
+# --- DreamBooth-LoRA (shared/papers.md §4): SD3 output preconditioning and prior preservation -----------------------
+
+from humantune.losses.denoising import (  # noqa: E402
+    flow_matching_dreambooth_loss, flow_matching_preconditioned_prediction, prior_preservation_loss,
+)
+
+
+def test_preconditioned_prediction_of_the_exact_velocity_is_the_clean_sample():
+    g = torch.Generator().manual_seed(3)
+    x0, noise = torch.randn(3, 4, 2, 2, generator=g), torch.randn(3, 4, 2, 2, generator=g)
+    sigmas = torch.tensor([0.1, 0.5, 0.9])
+    x_sigma = flow_matching_interpolate(x0, noise, sigmas)
+    torch.testing.assert_close(flow_matching_preconditioned_prediction(noise - x0, x_sigma, sigmas), x0)
+
+
+def test_dreambooth_flow_loss_by_hand():
+    x0 = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    noise = torch.tensor([[0.0, 1.0], [2.0, 2.0]])
+    sigmas = torch.tensor([0.5, 0.25])
+    pred = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    # x_σ = [0.5, 1.5], [0.5, −0.25];  x_σ − σ·pred = [0, 1], [0.5, −0.25];  against x_0: MSE 1 and 0.40625
+    torch.testing.assert_close(flow_matching_dreambooth_loss(pred, x0, noise, sigmas, "none", True),
+                               torch.tensor([1.0, 0.40625]))
+    # velocity target ε − x_0 = [−1, −1], [2, 3]: MSE 4 and 6.5; preconditioned = σ² × these
+    torch.testing.assert_close(flow_matching_dreambooth_loss(pred, x0, noise, sigmas, "none", False),
+                               torch.tensor([4.0, 6.5]))
+    # w(σ) = σ⁻² cancels the σ² of the preconditioning
+    torch.testing.assert_close(flow_matching_dreambooth_loss(pred, x0, noise, sigmas, "sigma_sqrt", True),
+                               torch.tensor([4.0, 6.5]))
+    cosmap = torch.tensor([2 / (math.pi * 0.5), 2 / (math.pi * 0.625)])    # 2 / (π(1 − 2σ + 2σ²))
+    torch.testing.assert_close(flow_matching_dreambooth_loss(pred, x0, noise, sigmas, "cosmap", True),
+                               cosmap * torch.tensor([1.0, 0.40625]))
+
+
+def test_prior_preservation_loss_splits_the_batch_in_halves():
+    total, instance, prior = prior_preservation_loss(torch.tensor([1.0, 3.0, 10.0, 20.0]), 0.5)
+    assert (instance.item(), prior.item(), total.item()) == (2.0, 15.0, 2.0 + 0.5 * 15.0)
+    with pytest.raises(ValueError, match="even 1-D batch"):
+        prior_preservation_loss(torch.tensor([1.0, 2.0, 3.0]), 1.0)
