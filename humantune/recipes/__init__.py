@@ -8,9 +8,11 @@ from typing import Any, Callable
 
 def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
     """name → (config class, run function, one-line description); imported lazily so ``--help`` stays fast."""
-    from humantune.recipes import pretrain
+    from humantune.recipes import controlnet_pose, pretrain
 
     return {
         "pretrain": (pretrain.PretrainConfig, pretrain.pretrain,
                      "tiny text-to-image base from scratch on the mannequin world (sd or sd3 family)"),
+        "controlnet-pose": (controlnet_pose.ControlNetPoseConfig, controlnet_pose.train_controlnet_pose,
+                            "multi-stage ControlNet pose fine-tuning with the heatmap-guided loss (papers.md §1)"),
     }
