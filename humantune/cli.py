@@ -182,6 +182,70 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- anomaly workflow ---------------------------------------------------------------------------------------------
+
+
+def _prompt_list(args: argparse.Namespace, flag: str = "prompts") -> list[str]:
+    from humantune.models.generation import read_prompts
+
+    prompts = list(getattr(args, "prompt", None) or [])
+    path = getattr(args, flag, None)
+    return prompts + (read_prompts(path) if path else [])
+
+
+def cmd_anomaly_scan(args: argparse.Namespace) -> int:
+    from humantune.eval.anomaly_study import scan
+
+    prompts = _prompt_list(args)
+    if not prompts:
+        raise HumantuneError("give --prompts FILE or at least one --prompt TEXT")
+    result = scan(args.model, prompts, args.n, args.seed, args.out, lora=args.lora, steps=args.steps,
+                  guidance_scale=args.guidance_scale, size=args.size, worst=args.worst, overwrite=args.overwrite,
+                  progress=not args.quiet)
+    for row in result["prompts"]:
+        print(f"{row['rank']:3d}  {row['rate']:.3f}  [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]  {row['prompt']}")
+    print(f"scan:   {Path(args.out) / 'scan.json'}\nreport: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_anomaly_collect(args: argparse.Namespace) -> int:
+    from humantune.eval.anomaly_study import collect
+
+    prompts = _prompt_list(args)
+    if not prompts and args.source is None:
+        raise HumantuneError("give --prompt TEXT or --prompts FILE (the prompt the correct images show)")
+    out = collect(prompts, args.out, n=args.n, seed=args.seed, size=args.size, source=args.source,
+                  appearance=args.appearance, overwrite=args.overwrite, progress=not args.quiet)
+    count = sum(1 for line in (out / "metadata.jsonl").read_text().splitlines() if line.strip())
+    print(f"wrote {count} correct images to {out} (metadata.jsonl: file_name, text)")
+    return 0
+
+
+def cmd_anomaly_compare(args: argparse.Namespace) -> int:
+    from humantune.eval.anomaly_study import compare
+    from humantune.models.generation import read_prompts
+
+    targets = _prompt_list(args)
+    if not targets:
+        raise HumantuneError("give --prompts FILE or at least one --prompt TEXT (the target prompts)")
+    controls = read_prompts(args.control_prompts) if args.control_prompts else []
+    result = compare(args.base, args.tuned, targets, controls, n=args.n, seed=args.seed, out=args.out,
+                     reference_dir=args.reference, inception_weights=args.inception_weights, steps=args.steps,
+                     guidance_scale=args.guidance_scale, size=args.size, overwrite=args.overwrite,
+                     progress=not args.quiet)
+    for name, c in result["anomaly_rate"].items():
+        d = c["difference"]
+        print(f"anomaly rate ({name:7s}) base {c['base']['rate']:.3f} -> tuned {c['tuned']['rate']:.3f}  "
+              f"(difference {d['value']:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}])")
+    for name, c in result["attribute_accuracy"].items():
+        if "skipped" not in c:
+            print(f"attribute accuracy ({name:7s}) base {c['base']['value']:.3f} -> tuned {c['tuned']['value']:.3f}")
+    out = Path(args.out)
+    print(f"compare: {out / 'compare.json'}\nreport:  {out / 'report.html'}\n"
+          f"pairs:   {out / 'pairs' / 'index.html'} (key: {out / 'key.json'})")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
@@ -325,6 +389,74 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
+
+    an = sub.add_parser("anomaly", formatter_class=_formatter, help="find, fix and measure anomalous people",
+                        description="The anomaly-correction workflow (shared/papers.md §4): 1. scan prompts for "
+                                    "broken bodies, 2. collect correct images for a failing prompt, 3. fine-tune "
+                                    "(humantune train dreambooth-lora), 4. compare base and tuned.")
+    an_sub = an.add_subparsers(dest="anomaly_command", metavar="ANOMALY_COMMAND", required=True)
+    asc = an_sub.add_parser("scan", formatter_class=_formatter, help="rank prompts by anomaly rate",
+                            description="Generate N images per prompt, score anatomy with MediaPipe (no detection "
+                                        "counts as anomalous), rank prompts by anomaly rate with Wilson intervals. "
+                                        "Writes images/, scan.json and report.html (worst cases, skeleton drawn).")
+    asc.add_argument("--model", required=True, help="shipped name (humantune models list), directory or hub id")
+    asc.add_argument("--prompts", type=Path, help="text file, one prompt per line (# starts a comment)")
+    asc.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    asc.add_argument("--lora", type=Path, help="LoRA directory to load onto the model first")
+    asc.add_argument("--n", type=int, default=16, help="images per prompt (default: 16)")
+    asc.add_argument("--seed", type=int, default=0, help="seed of the first image; prompt p image j: seed + p*n + j")
+    asc.add_argument("--steps", type=int, help="sampling steps (default: the model's own)")
+    asc.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
+    asc.add_argument("--size", type=int, help="image size (default: the model's own)")
+    asc.add_argument("--worst", type=int, default=24, help="worst-case images shown in the report (default: 24)")
+    asc.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
+    asc.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    asc.add_argument("--quiet", action="store_true", help="no progress bars")
+    asc.set_defaults(func=cmd_anomaly_scan)
+
+    aco = an_sub.add_parser("collect", formatter_class=_formatter, help="gather correct images for a prompt",
+                            description="Correct images for a failing prompt: rendered by the mannequin world for "
+                                        "the prompt (default), or copied from --from FOLDER (captions from its "
+                                        "metadata.jsonl or .txt files, else the prompt). Writes images/ and "
+                                        "metadata.jsonl: the instance data of `humantune train dreambooth-lora`.")
+    aco.add_argument("--prompt", action="append", default=[], help="the failing prompt (repeatable)")
+    aco.add_argument("--prompts", type=Path, help="text file, one prompt per line")
+    aco.add_argument("--from", dest="source", type=Path, help="folder of your own correct images")
+    aco.add_argument("--n", type=int, help="images per prompt to render (default: 5), or the first N of --from")
+    aco.add_argument("--seed", type=int, default=0, help="mannequin-world seed (prompt p uses seed + p)")
+    aco.add_argument("--size", type=int, default=128, help="rendered image size (default: 128)")
+    aco.add_argument("--appearance", choices=["prompt", "random"], default="prompt",
+                     help="dress people as the prompt says (default), or randomly (action and background only)")
+    aco.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
+    aco.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    aco.add_argument("--quiet", action="store_true", help="no progress bars")
+    aco.set_defaults(func=cmd_anomaly_collect)
+
+    acm = an_sub.add_parser("compare", formatter_class=_formatter, help="base vs tuned, same seeds",
+                            description="Generate the target (and control) prompts with the base model and the "
+                                        "tuned one (base + LoRA) on the same seeds. Writes compare.json (anomaly rate "
+                                        "before/after with Wilson and difference intervals, attribute accuracy, "
+                                        "SSIM/PSNR/world_fd/FID against --reference), report.html, and a "
+                                        "side-by-side pair set for a preference study (pairs/) with its key in "
+                                        "key.json.")
+    acm.add_argument("--base", required=True, help="base model: shipped name, directory or hub id")
+    acm.add_argument("--tuned", required=True, type=Path,
+                     help="LoRA directory (or a dreambooth-lora output directory), or a whole pipeline directory")
+    acm.add_argument("--prompts", type=Path, help="target prompts file (the failing prompts)")
+    acm.add_argument("--prompt", action="append", default=[], help="a target prompt (repeatable)")
+    acm.add_argument("--control-prompts", type=Path, help="control prompts file (must not get worse)")
+    acm.add_argument("--reference", type=Path, help="correct images (e.g. `anomaly collect` output) for SSIM/PSNR/FID")
+    acm.add_argument("--inception-weights", type=Path,
+                     help="pt_inception-2015-12-05-6726825d.pth: adds FID against --reference")
+    acm.add_argument("--n", type=int, default=16, help="images per prompt and model (default: 16)")
+    acm.add_argument("--seed", type=int, default=0, help="seed of the first image (the same for both models)")
+    acm.add_argument("--steps", type=int, help="sampling steps (default: the model's own)")
+    acm.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
+    acm.add_argument("--size", type=int, help="image size (default: the model's own)")
+    acm.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
+    acm.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    acm.add_argument("--quiet", action="store_true", help="no progress bars")
+    acm.set_defaults(func=cmd_anomaly_compare)
     return parser
 
 

@@ -158,6 +158,22 @@ def with_controlnet(pipe, controlnet: str | os.PathLike):
     return StableDiffusionControlNetPipeline(**pipe.components, controlnet=net.to(pipe.device, pipe.dtype))
 
 
+def generation_settings(source: str | os.PathLike, steps: int | None = None, guidance_scale: float | None = None,
+                        size: int | None = None) -> dict[str, Any]:
+    """Pipeline call settings for a resolved model: its ``humantune.json`` defaults (else 30 steps, guidance 7.5),
+    overridden by the arguments that are given (``size`` sets height and width)."""
+    kwargs: dict[str, Any] = {"num_inference_steps": 30, "guidance_scale": 7.5}
+    if Path(source).is_dir():
+        kwargs.update(model_info(Path(source)).get("generation", {}))
+    if steps is not None:
+        kwargs["num_inference_steps"] = steps
+    if guidance_scale is not None:
+        kwargs["guidance_scale"] = guidance_scale
+    if size is not None:
+        kwargs["height"] = kwargs["width"] = size
+    return kwargs
+
+
 def generate(model: str | os.PathLike, prompts: Sequence[str], out_dir: str | os.PathLike, n: int = 1, seed: int = 0,
              pose: str | None = None, controlnet: str | None = None, steps: int | None = None,
              guidance_scale: float | None = None, size: int | None = None, progress: bool = True) -> int:
@@ -170,14 +186,7 @@ def generate(model: str | os.PathLike, prompts: Sequence[str], out_dir: str | os
         raise HumantuneError("--pose needs --controlnet (a pose ControlNet, e.g. from `humantune train controlnet-pose`)")
     source = resolve_model(model)
     pipe = load_pipeline(source)
-    kwargs: dict[str, Any] = {"num_inference_steps": 30, "guidance_scale": 7.5}
-    kwargs.update(model_info(Path(source)).get("generation", {}))
-    if steps is not None:
-        kwargs["num_inference_steps"] = steps
-    if guidance_scale is not None:
-        kwargs["guidance_scale"] = guidance_scale
-    if size is not None:
-        kwargs["height"] = kwargs["width"] = size
+    kwargs = generation_settings(source, steps, guidance_scale, size)
     all_prompts = [p for p in prompts for _ in range(n)]
     keypoints = None
     if controlnet:

@@ -8,11 +8,13 @@ from typing import Any, Callable
 
 def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
     """name → (config class, run function, one-line description); imported lazily so ``--help`` stays fast."""
-    from humantune.recipes import controlnet_pose, pretrain
+    from humantune.recipes import controlnet_pose, dreambooth_lora, pretrain
 
     return {
         "pretrain": (pretrain.PretrainConfig, pretrain.pretrain,
                      "tiny text-to-image base from scratch on the mannequin world (sd or sd3 family)"),
         "controlnet-pose": (controlnet_pose.ControlNetPoseConfig, controlnet_pose.train_controlnet_pose,
                             "multi-stage ControlNet pose fine-tuning with the heatmap-guided loss (papers.md §1)"),
+        "dreambooth-lora": (dreambooth_lora.DreamBoothLoraConfig, dreambooth_lora.train_dreambooth_lora,
+                            "correct anomalous people for failing prompts with DreamBooth + LoRA (papers.md §4)"),
     }
