@@ -6,8 +6,8 @@ which the stock ``transformers.CLIPTokenizer`` loads and runs unchanged:
 
 - the 256 byte-level symbols and their end-of-word forms (``a`` and ``a</w>``), as in CLIP, so any text tokenizes
   (unknown words fall back to smaller pieces, down to single characters);
-- for each word of the list, the left-to-right merges that build it whole (``r e`` → ``re``, ``re d</w>`` →
-  ``red</w>``), so a word of the caption grammar is one token;
+- BPE merges learned on the word list until every word is whole (:func:`learn_bpe_merges`; e.g. ``r e`` → ``re``,
+  ``re d</w>`` → ``red</w>``), so a word of the caption grammar is one token;
 - ``<|startoftext|>`` and ``<|endoftext|>`` (also the padding token, as in Stable Diffusion).
 """
 
@@ -48,29 +48,51 @@ def caption_words(texts: Iterable[str]) -> list[str]:
     return list(seen)
 
 
+def learn_bpe_merges(words: Iterable[str]) -> list[tuple[str, str]]:
+    """Byte-level BPE merges learned on ``words`` until every word is one symbol (Sennrich et al. 2016): repeatedly
+    merge the most frequent adjacent pair over all words (ties: the lexicographically smallest pair). A BPE encoder
+    applies merges by rank, which replays this order, so each word of the list encodes to a single token; the last
+    symbol of a word carries CLIP's end-of-word mark ``</w>``."""
+    byte_encoder = bytes_to_unicode()
+    segmented = []
+    for word in dict.fromkeys(words):
+        symbols = [byte_encoder[b] for b in word.encode("utf-8")]
+        if symbols:
+            symbols[-1] += "</w>"
+            segmented.append(symbols)
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for symbols in segmented:
+            for pair in zip(symbols, symbols[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        for k, symbols in enumerate(segmented):
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            segmented[k] = out
+
+
 def build_clip_tokenizer(words: Iterable[str], out_dir: str | os.PathLike, model_max_length: int = 77) -> CLIPTokenizer:
     """Write ``vocab.json``, ``merges.txt`` and the tokenizer config for a CLIP BPE tokenizer whose vocabulary
-    makes each of ``words`` a single token; return it loaded with the stock ``CLIPTokenizer``."""
+    makes each of ``words`` a single token (:func:`learn_bpe_merges`); return it loaded with the stock
+    ``CLIPTokenizer``."""
     byte_symbols = list(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for symbol in byte_symbols + [s + "</w>" for s in byte_symbols]:
         vocab.setdefault(symbol, len(vocab))
-    merges: list[tuple[str, str]] = []
-    seen_merges: set[tuple[str, str]] = set()
-    byte_encoder = bytes_to_unicode()
-    for word in words:
-        symbols = [byte_encoder[b] for b in word.encode("utf-8")]
-        if not symbols:
-            continue
-        symbols[-1] += "</w>"
-        current = symbols[0]
-        for nxt in symbols[1:]:
-            pair = (current, nxt)
-            if pair not in seen_merges:
-                seen_merges.add(pair)
-                merges.append(pair)
-            current = current + nxt
-            vocab.setdefault(current, len(vocab))
+    merges = learn_bpe_merges(words)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
     for special in (BOS, EOS):
         vocab.setdefault(special, len(vocab))
 
