@@ -17,7 +17,8 @@ and load it::
 
     cfg = load_config(PretrainConfig, "configs/pretrain/tiny.yaml", ["train.learning_rate=3e-5", "name=foo"])
 
-Precedence, lowest first: dataclass defaults, ``base``, the YAML file, the ``--set`` overrides (in order).
+Precedence, lowest first: dataclass defaults, ``base``, the YAML file, the ``--set`` overrides (in order). In an
+override key a whole-number part indexes a list: ``stages.1.heatmap.w=2`` sets ``w`` of the second stage.
 A mapping given for a field whose type is a dataclass is merged key by key into what is already there; any other
 value (including a mapping for a ``dict[str, X]`` field) replaces it. Every value is then checked against the
 field types; a mistake raises :class:`~humantune.errors.ConfigError` with a one-line message naming the file
@@ -335,7 +336,13 @@ def _merge(tp: Any, dst: dict, src: collections.abc.Mapping, prefix: tuple, sour
             sources.set(path, label)
 
 
+def _is_list_type(tp: Any) -> bool:
+    return tp is list or typing.get_origin(tp) in _LIST_ORIGINS
+
+
 def _apply_override(cls: type, data: dict, text: str, sources: _Sources) -> None:
+    """Apply one ``key=value`` override. Dotted keys descend into dataclasses and dicts; a whole-number part
+    indexes a list (``stages.1.heatmap.w=2``: the second stage's w)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -349,11 +356,27 @@ def _apply_override(cls: type, data: dict, text: str, sources: _Sources) -> None
         raise ConfigError(f"{OVERRIDE_LABEL}: '{text}' has an invalid YAML value: {_problem(e)[1]}") from None
 
     tp: Any = cls
-    node = data
+    node: dict | list = data
     path: tuple = ()
     default: Any = _MISSING  # what the value at ``path`` is when nothing sets it
     for i, part in enumerate(parts):
         inner = _unwrap_optional(tp)
+        last = i == len(parts) - 1
+        if _is_list_type(inner):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{OVERRIDE_LABEL}: '{text}': '{_dotted(path)}' is a list of {len(node)}; "
+                                  f"'{part}' is not an index of it (0 to {len(node) - 1})")
+            index = int(part)
+            args = typing.get_args(inner)
+            child_tp = args[0] if args else Any
+            if last:
+                node[index] = copy.deepcopy(value)
+                sources.set(path + (index,), OVERRIDE_LABEL)
+                return
+            child = _plain(node[index])
+            node[index] = child
+            node, tp, path, default = child, child_tp, path + (index,), _MISSING
+            continue
         if _is_dataclass_type(inner):
             fields = _init_fields(inner)
             if part not in fields:
@@ -364,7 +387,7 @@ def _apply_override(cls: type, data: dict, text: str, sources: _Sources) -> None
             child_tp = _hints(inner)[part]
             if isinstance(default, inner):
                 default = getattr(default, part)
-            elif i < len(parts) - 1:
+            elif not last:
                 default = _field_default(fields[part])
         elif _is_mapping_type(inner) or inner is Any:
             args = typing.get_args(inner)
@@ -374,17 +397,27 @@ def _apply_override(cls: type, data: dict, text: str, sources: _Sources) -> None
             raise ConfigError(
                 f"{OVERRIDE_LABEL}: cannot set '{key}': '{_dotted(path)}' is {_tname(inner)}, not a mapping"
             )
-        if i == len(parts) - 1:
+        if last:
             _merge(inner, node, {part: value}, path, sources, OVERRIDE_LABEL)
             return
         child = node.get(part, _MISSING)
-        if _is_dataclass_instance(child):
-            child = _plain(child)
-        if not isinstance(child, dict):
-            # setting a key inside a dict field nobody set yet: start from the field's default entries
+        if _is_list_type(_unwrap_optional(child_tp)):
+            # indexing into a list field: start from what is set, else the field's default list
             seed = child if child is not _MISSING else default
-            child = _plain(seed) if isinstance(seed, collections.abc.Mapping) else {}
-            sources.set(path + (part,), OVERRIDE_LABEL)
+            if not isinstance(seed, (list, tuple)):
+                raise ConfigError(f"{OVERRIDE_LABEL}: cannot set '{key}': '{_dotted(path + (part,))}' is "
+                                  f"{_desc(seed) if seed is not _MISSING else 'not set'}, not a list")
+            if part not in node:
+                sources.set(path + (part,), OVERRIDE_LABEL)
+            child = [_plain(x) for x in seed]
+        else:
+            if _is_dataclass_instance(child):
+                child = _plain(child)
+            if not isinstance(child, dict):
+                # setting a key inside a dict field nobody set yet: start from the field's default entries
+                seed = child if child is not _MISSING else default
+                child = _plain(seed) if isinstance(seed, collections.abc.Mapping) else {}
+                sources.set(path + (part,), OVERRIDE_LABEL)
         node[part] = child
         node, tp, path = child, child_tp, path + (part,)
 

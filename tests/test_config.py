@@ -423,3 +423,32 @@ def test_nested_default_instance_supplies_missing_keys(tmp_path):
     text = describe_config(Outer)
     assert "  world.action: 'standing' | 'lying' = lying" in text and "  world.sizes: list[int] = [7]" in text
     assert "  worlds: dict[str, World] = {a: {action: standing, pose: standing" in text
+
+
+@dataclass
+class Stage:
+    name: str = option("s", "Stage name.")
+    optim: Optim = option(Optim(), "Its optimisation.")
+
+
+@dataclass
+class Staged:
+    stages: list[Stage] = option([Stage(name="a"), Stage(name="b", optim=Optim(steps=7))], "Stages in order.")
+    sizes: list[int] = option([1, 2, 3], "Sizes.")
+
+
+def test_override_indexes_lists_of_dataclasses_and_scalars(tmp_path):
+    cfg = load_config(Staged, None, ["stages.1.optim.learning_rate=0.5", "sizes.2=9"])
+    assert cfg.stages[1].optim.learning_rate == 0.5 and cfg.stages[1].optim.steps == 7   # the rest of the element kept
+    assert cfg.stages[0].optim.learning_rate == 1e-4 and cfg.sizes == [1, 2, 9]
+    path = tmp_path / "c.yaml"
+    path.write_text("stages:\n  - {name: x}\n  - {name: y, optim: {steps: 3}}\n  - {name: z}\n")
+    cfg = load_config(Staged, path, ["stages.2.name=w", "stages.1.optim.warmup_steps=2"])
+    assert [s.name for s in cfg.stages] == ["x", "y", "w"] and cfg.stages[1].optim.warmup_steps == 2
+    with pytest.raises(ConfigError, match=r"'stages' is a list of 3; '3' is not an index"):
+        load_config(Staged, path, ["stages.3.name=v"])
+    with pytest.raises(ConfigError, match=r"unknown key 'stages\[0\].nme'"):
+        load_config(Staged, path, ["stages.0.nme=v"])
+    # a cross-field error inside an element names both sources (file and --set) and the element's full key
+    with pytest.raises(ConfigError, match=r"c.yaml, --set: invalid 'stages\[1\].optim' \(Optim\): warmup_steps \(9\)"):
+        load_config(Staged, path, ["stages.1.optim.warmup_steps=9"])
