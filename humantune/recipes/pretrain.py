@@ -24,6 +24,7 @@ Assumes: square images of ``world.size``; single-process data caching (latents a
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -366,16 +367,37 @@ class PretrainRecipe:
 
     @torch.no_grad()
     def _encode(self, vae, images: torch.Tensor) -> torch.Tensor:
-        """Posterior mean and std of every image, cached by sample index: (N, 2, C, h, w)."""
+        """Posterior mean and std of every image, cached by sample index: (N, 2, C, h, w). Kept in
+        ``OUTPUT/denoiser/latents.safetensors`` with a digest of the VAE's weights and the images, so a resumed run
+        skips the encoding and a changed VAE or world re-encodes."""
+        from safetensors.torch import load_file, save_file
         from tqdm import tqdm
 
+        digest = hashlib.sha256()
+        for name, tensor in sorted(vae.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(images.numpy().tobytes())
+        key = digest.hexdigest()
+        cache = self.out / "denoiser" / "latents.safetensors"
+        if cache.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(cache), "pt") as f:
+                if (f.metadata() or {}).get("digest") == key:
+                    return load_file(str(cache))["latents"]
         vae.eval()
         out = []
         for i in tqdm(range(0, len(images), 64), desc="encoding latents", unit="batch",
                       disable=not self.trainer.is_main):
             d = vae.encode(to_unit_range(images[i:i + 64])).latent_dist
             out.append(torch.stack([d.mean, d.std], 1))
-        return torch.cat(out)
+        latents = torch.cat(out)
+        if self.trainer.is_main:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                save_file({"latents": latents.contiguous()}, str(tmp), metadata={"digest": key})
+        return latents
 
     def pipeline(self, parts: dict):
         cfg = self.cfg

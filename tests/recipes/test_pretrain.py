@@ -62,6 +62,28 @@ def test_interrupted_pretrain_resumes_exactly_across_the_stage_boundary(tmp_path
     shutil.rmtree(tmp_path / "run" / "model")
     lines = (tmp_path / "run" / "denoiser" / "metrics.jsonl").read_text().splitlines()[:2]
     (tmp_path / "run" / "denoiser" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    # The resumed run reads the cached latents instead of encoding again: poison the cache's values (keeping its
+    # digest) and the loss trajectory would change.
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    cache = tmp_path / "run" / "denoiser" / "latents.safetensors"
+    with safe_open(str(cache), "pt") as f:
+        meta = f.metadata()
+    original = load_file(str(cache))["latents"]
+    save_file({"latents": original * 0}, str(cache), metadata=meta)
+    from diffusers import AutoencoderKL
+
+    from humantune.recipes.pretrain import PretrainRecipe, load_world_images
+    from humantune.train.engine import Trainer
+
+    probe = PretrainRecipe(cfg, tmp_path / "run")
+    probe.trainer = Trainer(tmp_path / "probe", log_with=None)
+    images, _ = load_world_images(tmp_path / "run" / "world")
+    vae = AutoencoderKL.from_pretrained(tmp_path / "run" / "vae" / "final")
+    assert probe._encode(vae, images).abs().sum() == 0                # cached (poisoned) values are used
+    assert probe._encode(vae, images[:-1]).abs().sum() > 0             # other images: encoded again
+    save_file({"latents": original}, str(cache), metadata=meta)       # the true cache back for the resume
     pretrain(cfg, tmp_path / "run")                    # the VAE stage is done: it is reused, not retrained
     resumed = read_metrics(tmp_path / "run" / "denoiser")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
