@@ -249,6 +249,20 @@ def cmd_anomaly_compare(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """--steps / --guidance-scale / --size, each defaulting to the model's own (its humantune.json)."""
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's own)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
+    p.add_argument("--size", type=int, help="image size (default: the model's own)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """--out (a new or empty folder) / --overwrite / --quiet."""
+    p.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from humantune.config import describe_config
 
@@ -405,13 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     asc.add_argument("--lora", type=Path, help="LoRA directory to load onto the model first")
     asc.add_argument("--n", type=int, default=16, help="images per prompt (default: 16)")
     asc.add_argument("--seed", type=int, default=0, help="seed of the first image; prompt p image j: seed + p*n + j")
-    asc.add_argument("--steps", type=int, help="sampling steps (default: the model's own)")
-    asc.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
-    asc.add_argument("--size", type=int, help="image size (default: the model's own)")
+    _add_sampling_options(asc)
     asc.add_argument("--worst", type=int, default=24, help="worst-case images shown in the report (default: 24)")
-    asc.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
-    asc.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    asc.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_output_options(asc)
     asc.set_defaults(func=cmd_anomaly_scan)
 
     aco = an_sub.add_parser("collect", formatter_class=_formatter, help="gather correct images for a prompt",
@@ -427,9 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     aco.add_argument("--size", type=int, default=128, help="rendered image size (default: 128)")
     aco.add_argument("--appearance", choices=["prompt", "random"], default="prompt",
                      help="dress people as the prompt says (default), or randomly (action and background only)")
-    aco.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
-    aco.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    aco.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_output_options(aco)
     aco.set_defaults(func=cmd_anomaly_collect)
 
     acm = an_sub.add_parser("compare", formatter_class=_formatter, help="base vs tuned, same seeds",
@@ -450,12 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pt_inception-2015-12-05-6726825d.pth: adds FID against --reference")
     acm.add_argument("--n", type=int, default=16, help="images per prompt and model (default: 16)")
     acm.add_argument("--seed", type=int, default=0, help="seed of the first image (the same for both models)")
-    acm.add_argument("--steps", type=int, help="sampling steps (default: the model's own)")
-    acm.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
-    acm.add_argument("--size", type=int, help="image size (default: the model's own)")
-    acm.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
-    acm.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    acm.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_sampling_options(acm)
+    _add_output_options(acm)
     acm.set_defaults(func=cmd_anomaly_compare)
     return parser
 
