@@ -842,7 +842,10 @@ class ControlNetPoseRecipe:
             source = None if label == "base" else self.out / label / "controlnet"
             fingerprint = {
                 "controlnet_mtime": None if source is None else (source / "config.json").stat().st_mtime,
-                "generation": self.generation_kwargs, "eval": config_to_dict(cfg.eval),
+                "generation": self.generation_kwargs,
+                # which models are evaluated and how many samples the report shows do not change a model's scores
+                "eval": {k: v for k, v in config_to_dict(cfg.eval).items() if k not in ("include_base",
+                                                                                        "report_samples")},
                 "heldout": config_to_dict(cfg.heldout_data), "seed": cfg.generation.seed,
                 "conditioning_scale": cfg.generation.conditioning_scale,
             }

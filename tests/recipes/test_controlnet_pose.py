@@ -253,6 +253,15 @@ def test_evaluation_writes_results_and_a_report_for_every_stage_and_the_base(ful
     before = (copy / "eval" / "s2" / "images" / "00000.png").stat().st_mtime_ns
     cp.train_controlnet_pose(cfg, copy)
     assert (copy / "eval" / "s2" / "images" / "00000.png").stat().st_mtime_ns == before
+    # ... also when only the set of evaluated models or the report's sample count changes
+    cfg.eval.include_base, cfg.eval.report_samples = False, 1
+    cp.train_controlnet_pose(cfg, copy)
+    assert (copy / "eval" / "s2" / "images" / "00000.png").stat().st_mtime_ns == before
+    assert set(json.loads((copy / "results.json").read_text())["metrics"]) == {"s1", "s2"}
+    # ... but a change to what is scored regenerates
+    cfg.eval.metrics = ["ssim"]
+    cp.train_controlnet_pose(cfg, copy)
+    assert (copy / "eval" / "s2" / "images" / "00000.png").stat().st_mtime_ns != before
 
 
 def test_prepare_sample_resizes_crops_and_moves_keypoints_with_the_image():
