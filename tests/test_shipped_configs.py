@@ -6,27 +6,29 @@ from pathlib import Path
 import pytest
 
 from humantune.config import load_config
+from humantune.recipes import recipes
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FILES = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml"))
 
 
+def recipe_folders() -> dict[str, type]:
+    """configs/<folder> of every recipe (``humantune train NAME`` with - as _) → its config class."""
+    return {name.replace("-", "_"): entry[0] for name, entry in recipes().items()}
+
+
 def config_class(name: str) -> type:
     from humantune.data.mannequin.video import MannequinVideoConfig
     from humantune.data.mannequin.world import MannequinConfig
-    from humantune.recipes.controlnet_pose import ControlNetPoseConfig
-    from humantune.recipes.dreambooth_lora import DreamBoothLoraConfig
-    from humantune.recipes.pretrain import PretrainConfig
 
     folder = Path(name).parts[0]
     if folder == "data":
         return MannequinVideoConfig if "video" in name else MannequinConfig
-    return {"pretrain": PretrainConfig, "controlnet_pose": ControlNetPoseConfig,
-            "dreambooth_lora": DreamBoothLoraConfig}[folder]
+    return recipe_folders()[folder]
 
 
 def test_every_config_folder_is_covered():
-    assert {Path(f).parts[0] for f in FILES} == {"pretrain", "controlnet_pose", "dreambooth_lora", "data"}
+    assert {Path(f).parts[0] for f in FILES} == {"data", *recipe_folders()}
 
 
 @pytest.mark.parametrize("name", FILES)
