@@ -70,3 +70,25 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON allows it: NaN and ±∞ → None, numpy scalars and arrays → Python numbers and lists,
+    tuples → lists, keys → strings, paths → strings. Results and metrics files go through this before writing."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
