@@ -1,13 +1,8 @@
 """Text–image alignment in the mannequin world, offline: does the image show the attributes its caption asks for?
 
-The world's captions follow one grammar (:func:`humantune.data.mannequin.appearance.compose_caption`)::
-
-    caption  = person (" and " person)* " " background
-    person   = article PERSON " in " article COLOR TOP [" and " ("blue jeans" | COLOR BOTTOM)] " " ACTION
-    e.g.       "a woman in a red shirt and blue jeans lying on the grass"
-
-:func:`parse_caption` inverts it exactly (it recomposes the caption from what it parsed and insists on equality).
-:func:`read_attributes` reads the same attributes off an image, given one person's COCO-17 keypoints (ground
+A caption says what it asks for in the world's grammar, parsed by
+:func:`humantune.data.mannequin.prompted.parse_caption` (e.g. "a woman in a red shirt and blue jeans lying on the
+grass"). :func:`read_attributes` reads the same attributes off an image, given one person's COCO-17 keypoints (ground
 truth, or detections such as :class:`~humantune.eval.pose_estimators.MediaPipePoseEstimator`'s):
 
 - **top colour**: the torso region, a quadrilateral through the shoulders and hips shrunk towards its centre
@@ -25,7 +20,8 @@ truth, or detections such as :class:`~humantune.eval.pose_estimators.MediaPipePo
 - **posture** (the action, coarsened): ``lying`` when the keypoints' bounding box is much wider than tall or the
   torso is closer to horizontal than to vertical with the ankles not below the hips; ``sitting`` when the knees
   are about as high as the hips while the torso is upright; ``upright`` otherwise. The world's 11 actions map to
-  these three (:data:`POSTURE_OF_ACTION`); walking vs standing vs waving is not attempted.
+  these three (:data:`~humantune.data.mannequin.prompted.POSTURE_OF_ACTION`); walking vs standing vs waving is not
+  attempted.
 
 :func:`attribute_accuracy` scores images against their captions for the first person named in each caption.
 """
@@ -33,7 +29,6 @@ truth, or detections such as :class:`~humantune.eval.pose_estimators.MediaPipePo
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,120 +38,9 @@ import cv2
 import numpy as np
 
 from humantune.data.keypoints import COCO17, COCO17_SKELETON
-from humantune.data.mannequin.appearance import (
-    ACTION_PHRASES, BACKGROUND_PHRASES, BACKGROUNDS, BOTTOMS, CLOTH_COLORS, JEANS_BLUE, PERSON_TYPES, SKIN_TONES,
-    TOPS,
-)
+from humantune.data.mannequin.appearance import BACKGROUNDS, CLOTH_COLORS, JEANS_BLUE, SKIN_TONES
+from humantune.data.mannequin.prompted import parse_caption
 from humantune.errors import HumantuneError
-
-# ----------------------------------------------------------------------------------------------------------------
-# Captions
-# ----------------------------------------------------------------------------------------------------------------
-
-POSTURE_OF_ACTION = {
-    "standing": "upright", "walking": "upright", "running": "upright", "waving": "upright",
-    "arms_raised": "upright", "sitting": "sitting", "lying_back": "lying", "lying_side": "lying",
-    "jumping": "upright", "dancing": "upright", "bending": "upright",
-}
-"""Posture class of each world action (what :func:`read_attributes` can tell from 2-D keypoints)."""
-
-POSTURES = ("upright", "sitting", "lying")
-
-CAPTION_ACTIONS = {phrase: ("lying" if phrase == "lying" else action) for action, phrase in ACTION_PHRASES.items()}
-"""Caption phrase → action label; both lying variants read "lying" in a caption, so they parse to ``lying``."""
-
-
-@dataclass(frozen=True)
-class RequestedPerson:
-    """What a caption asks of one person. ``bottom`` and ``bottom_color`` are None for a dress; jeans are "blue"."""
-
-    person: str
-    top: str
-    top_color: str
-    bottom: str | None
-    bottom_color: str | None
-    action: str
-
-    @property
-    def posture(self) -> str:
-        return "lying" if self.action == "lying" else POSTURE_OF_ACTION[self.action]
-
-
-@dataclass(frozen=True)
-class CaptionRequest:
-    """The parsed caption: each person in order, and the background."""
-
-    people: tuple[RequestedPerson, ...]
-    background: str
-
-
-def _alternatives(words) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-
-
-_PERSON_RE = re.compile(
-    rf"(?:a|an) (?P<person>{_alternatives(PERSON_TYPES)}) in (?:a|an) (?P<top_color>{_alternatives(CLOTH_COLORS)}) "
-    rf"(?P<top>{_alternatives(TOPS)})"
-    rf"(?: and (?:blue (?P<jeans>jeans)|(?P<bottom_color>{_alternatives(CLOTH_COLORS)}) "
-    rf"(?P<bottom>{_alternatives(b for b in BOTTOMS if b != 'jeans')})))?"
-    rf" (?P<action>{_alternatives(CAPTION_ACTIONS)})"
-)
-
-
-def _article(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-def compose_request(request: CaptionRequest) -> str:
-    """The caption of a :class:`CaptionRequest`, in the world's grammar (the inverse of :func:`parse_caption`)."""
-    phrases = {label: phrase for phrase, label in CAPTION_ACTIONS.items()}
-    parts = []
-    for p in request.people:
-        clothes = _article(f"{p.top_color} {p.top}")
-        if p.bottom == "jeans":
-            clothes += " and blue jeans"
-        elif p.bottom is not None:
-            clothes += f" and {p.bottom_color} {p.bottom}"
-        parts.append(f"{_article(p.person)} in {clothes} {phrases[p.action]}")
-    return " and ".join(parts) + " " + BACKGROUND_PHRASES[request.background]
-
-
-def parse_caption(text: str) -> CaptionRequest:
-    """Parse a mannequin-world caption into the people and background it asks for.
-
-    Raises ValueError naming the first place where ``text`` leaves the grammar (an unknown colour, garment,
-    action or background phrase, or a wrong article).
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"caption must be a string, got {type(text).__name__}")
-    background = next((bg for bg, phrase in BACKGROUND_PHRASES.items() if text.endswith(" " + phrase)), None)
-    if background is None:
-        raise ValueError(f"caption {text!r} does not end with a background phrase "
-                         f"({', '.join(repr(p) for p in BACKGROUND_PHRASES.values())})")
-    body = text[: -len(BACKGROUND_PHRASES[background]) - 1]
-    people, pos = [], 0
-    while True:
-        match = _PERSON_RE.match(body, pos)
-        if match is None:
-            raise ValueError(f"caption {text!r} does not describe a person at {body[pos:pos + 40]!r}")
-        g = match.groupdict()
-        jeans = g["jeans"] is not None
-        people.append(RequestedPerson(
-            person=g["person"], top=g["top"], top_color=g["top_color"],
-            bottom="jeans" if jeans else g["bottom"], bottom_color="blue" if jeans else g["bottom_color"],
-            action=CAPTION_ACTIONS[g["action"]],
-        ))
-        pos = match.end()
-        if pos == len(body):
-            break
-        if not body.startswith(" and ", pos):
-            raise ValueError(f"caption {text!r} has unexpected words at {body[pos:pos + 40]!r}")
-        pos += len(" and ")
-    request = CaptionRequest(tuple(people), background)
-    if compose_request(request) != text:
-        raise ValueError(f"caption {text!r} is not in the world's grammar (expected {compose_request(request)!r})")
-    return request
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Reading attributes off an image
@@ -540,6 +424,14 @@ class AttributeAccuracy:
     confusion: dict[str, dict[str, dict[str, int]]]
     rows: list[dict]
 
+    def per_image_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64 (N,) arrays: the attributes read correctly in each image, and the attributes its caption asks
+        for (the numerators and denominators of a ratio over images)."""
+        correct = np.array([sum(bool(v) for k, v in row.items() if k.endswith("_correct")) for row in self.rows],
+                           float)
+        counted = np.array([sum(1 for k in row if k.endswith("_correct")) for row in self.rows], float)
+        return correct, counted
+
 
 def attribute_accuracy(images: Sequence[np.ndarray], captions: Sequence[str],
                        detections: Sequence[np.ndarray | None], min_confidence: float = 0.0,
@@ -554,7 +446,8 @@ def attribute_accuracy(images: Sequence[np.ndarray], captions: Sequence[str],
       (it is read from the non-person pixels, which are unknown without a person);
     - a region that cannot be located (keypoints unlabelled) counts as wrong;
     - ``bottom_color`` is counted only for captions with a bottom garment (a dress has none); jeans request "blue";
-    - ``posture`` compares :func:`read_posture` with the caption's action coarsened by :data:`POSTURE_OF_ACTION`.
+    - ``posture`` compares :func:`read_posture` with the caption's action coarsened by
+      :data:`~humantune.data.mannequin.prompted.POSTURE_OF_ACTION`.
 
     Raises ValueError if the three sequences differ in length or a caption does not parse.
     """

@@ -6,12 +6,8 @@ from humantune.data.mannequin.world import MannequinConfig, render_sample
 from humantune.errors import HumantuneError
 from humantune.eval.attributes import (
     BackgroundClassifier,
-    CaptionRequest,
-    RequestedPerson,
     attribute_accuracy,
-    compose_request,
     dominant_colour,
-    parse_caption,
     read_attributes,
 )
 
@@ -22,51 +18,6 @@ def scenes():
     cfg = MannequinConfig(n=60, seed=5, action_mix={"standing": 1.0, "walking": 1.0, "waving": 1.0},
                           second_person_prob=0.0, truncate_prob=0.0)
     return [render_sample(cfg, i) for i in range(60)]
-
-
-def test_parse_caption_example():
-    request = parse_caption("a woman in a red shirt and blue jeans lying on the grass")
-    assert request == CaptionRequest(
-        (RequestedPerson("woman", "shirt", "red", "jeans", "blue", "lying"),), "grass")
-    assert request.people[0].posture == "lying"
-
-
-def test_parse_caption_dress_two_people_and_multiword_actions():
-    text = ("a girl in an orange dress with arms raised and a man in a gray t-shirt and black shorts bending over "
-            "in a room")
-    request = parse_caption(text)
-    assert [p.action for p in request.people] == ["arms_raised", "bending"]
-    assert request.people[0].bottom is None and request.people[0].bottom_color is None
-    assert request.people[1] == RequestedPerson("man", "t-shirt", "gray", "shorts", "black", "bending")
-    assert request.background == "indoor"
-
-
-def test_parse_caption_round_trip_on_rendered_world():
-    cfg = MannequinConfig(n=400, seed=3, second_person_prob=0.3)
-    for i in range(400):
-        scene = render_sample(cfg, i)
-        request = parse_caption(scene.caption)
-        assert compose_request(request) == scene.caption
-        assert request.background == scene.background
-        assert len(request.people) == len(scene.people)
-        for want, spec in zip(request.people, scene.people):
-            look = spec.look
-            assert (want.person, want.top, want.top_color, want.bottom) == (look.person, look.top, look.top_color,
-                                                                            look.bottom)
-            assert want.bottom_color == ("blue" if look.bottom == "jeans" else look.bottom_color)
-            assert want.action == ("lying" if spec.action.startswith("lying") else spec.action)
-
-
-@pytest.mark.parametrize("text, problem", [
-    ("a woman in a red shirt standing on the moon", "background phrase"),
-    ("a woman in a teal shirt standing on the grass", "does not describe a person"),
-    ("a woman in a red shirt standing and on the grass", "unexpected words at ' and'"),
-    ("a woman in a red shirt standing quietly on the grass", "unexpected words"),
-    ("a woman in a orange shirt standing on the grass", "not in the world's grammar"),
-])
-def test_parse_caption_rejects_text_outside_the_grammar(text, problem):
-    with pytest.raises(ValueError, match=problem):
-        parse_caption(text)
 
 
 def test_dominant_colour_ignores_skin_and_votes_by_majority():
