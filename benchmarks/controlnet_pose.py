@@ -14,7 +14,7 @@ so they see the same data order and the same noise and timesteps at every step (
 world seed 1, never trained on) with the same per-image seeds; the base without a ControlNet does not depend on the
 training seed and is evaluated once.
 
-Metrics (humantune.eval.runner): mean OKS and COCO keypoint AP of MediaPipe detections against the target poses
+Metrics (humantune.eval.metrics): mean OKS and COCO keypoint AP of MediaPipe detections against the target poses
 (and ``detected``, MediaPipe detections per image: with a weak base the estimator often finds nobody), attribute
 accuracy (prompt colours, background, posture read off the image), world_fd (Fréchet distance on the
 mannequin-world features, the offline FID substitute) and SSIM against the held-out renders of the same poses.

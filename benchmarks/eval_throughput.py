@@ -1,7 +1,7 @@
 """How fast is ``humantune eval``? Images per second of each metric on N rendered mannequin images.
 
 Renders N images of the mannequin world (the reference), writes a perturbed copy of each (Gaussian noise σ = 8
-levels: the "generated" set), runs :func:`humantune.eval.runner.evaluate` with every metric that needs no
+levels: the "generated" set), runs :func:`humantune.studies.evaluation.evaluate` with every metric that needs no
 downloaded weights, and reads the throughput it records: a metric's images/s counts its own time plus the shared
 stages it uses (pose detection on the generated and reference images), so it is the rate of computing that metric
 alone. Stages are listed separately.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_io import print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.world import MannequinConfig, write_world  # noqa: E402
-from humantune.eval.runner import evaluate  # noqa: E402
+from humantune.studies.evaluation import evaluate  # noqa: E402
 
 METRICS = ["oks", "oks_debiased", "pck", "anomaly_rate", "ssim", "psnr", "l1", "attribute_accuracy", "world_fd"]
 

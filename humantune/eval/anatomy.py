@@ -30,18 +30,25 @@ Checks (keys of :func:`anatomy_checks`):
 - ``head_detached``: the face centre far from the shoulder line.
 - ``outside_mask`` (mask given): keypoints, or points along the bones, outside the person's silhouette.
 - ``unexplained_mask`` (mask given): silhouette pixels far from every bone, torso and head (an extra limb).
+
+An image's anatomy (:func:`score_detection`, :func:`score_anatomy`): the checks of the highest-scoring detection,
+no mask, keypoints used at :data:`~humantune.eval.pose_estimators.DETECTION_CONFIDENCE`; the image is anomalous
+when a check fires, a missed person included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from humantune.data.keypoints import COCO17
 from humantune.data.mannequin.body import MAX_ELBOW_FLEXION, MAX_KNEE_FLEXION, BodyShape
+from humantune.eval.pose_estimators import DETECTION_CONFIDENCE, PoseEstimate
 from humantune.eval.preference import wilson_interval
 
 _DEFAULT = BodyShape()
@@ -405,6 +412,44 @@ def anomaly_rate(results: Sequence[Mapping[str, float] | bool]) -> AnomalyRate:
     n, k = len(flags), int(sum(flags))
     lo, hi = wilson_interval(k, n) if n else (float("nan"), float("nan"))
     return AnomalyRate(k / n if n else float("nan"), lo, hi, k, n)
+
+
+@dataclass
+class AnatomyScore:
+    """One image's anatomy: the best detection (17×3 ``[x, y, confidence]``, None if nobody was found), the check
+    severities, the anomaly score (largest severity, ∞ when missed) and the flag."""
+
+    keypoints: np.ndarray | None
+    checks: dict[str, float]
+    score: float
+    anomalous: bool
+    violations: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"anomalous": self.anomalous, "anomaly_score": self.score if np.isfinite(self.score) else None,
+                "violations": self.violations, "detected": self.keypoints is not None,
+                "keypoints": None if self.keypoints is None else np.round(self.keypoints, 2).tolist()}
+
+
+def score_detection(detection: PoseEstimate, image_size: tuple[int, int]) -> AnatomyScore:
+    """:class:`AnatomyScore` of an image of ``image_size`` = (W, H) from the poses detected on it: the checks of its
+    highest-scoring person, no mask, keypoints used at confidence ≥
+    :data:`~humantune.eval.pose_estimators.DETECTION_CONFIDENCE`; anomalous when the score exceeds 1."""
+    kp = detection.best_person()
+    checks = anatomy_checks(kp, None, DETECTION_CONFIDENCE, image_size)
+    score = anomaly_score(checks)
+    return AnatomyScore(kp, checks, score, score > 1.0, violations(checks))
+
+
+def score_anatomy(images: Sequence[np.ndarray | Image.Image], estimator, progress: bool = False,
+                  desc: str = "anatomy") -> list[AnatomyScore]:
+    """:func:`score_detection` of each image, with ``estimator`` a
+    :class:`~humantune.eval.pose_estimators.PoseEstimator`."""
+    out = []
+    for image in tqdm(images, desc=desc, unit="img", disable=not progress, leave=False):
+        arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        out.append(score_detection(estimator.estimate(arr), (arr.shape[1], arr.shape[0])))
+    return out
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[bool | int]) -> float:

@@ -24,6 +24,10 @@ from tqdm.auto import tqdm
 from humantune.data.keypoints import MEDIAPIPE33_TO_COCO17
 from humantune.errors import HumantuneError
 
+DETECTION_CONFIDENCE = 0.5
+"""A detected keypoint counts as present (anatomy checks, attributes, overlays, reference ground truth) at this
+confidence."""
+
 
 @dataclass
 class PoseEstimate:
@@ -39,6 +43,10 @@ class PoseEstimate:
     @property
     def num_people(self) -> int:
         return int(self.keypoints.shape[0])
+
+    def best_person(self) -> np.ndarray | None:
+        """float64 (17, 3) keypoints of the highest-scoring person, None when nobody was found."""
+        return np.asarray(self.keypoints[int(np.argmax(self.scores))], np.float64) if self.num_people else None
 
 
 class PoseEstimator(ABC):

@@ -34,8 +34,6 @@ from humantune.errors import HumantuneError
 from humantune.eval import anatomy, pose_metrics
 from humantune.eval.pose_estimators import PoseEstimator, as_rgb_array, load_pose_estimator
 
-DETECTION_CONFIDENCE = 0.5
-
 
 class RewardModel(ABC):
     """Scores images (PIL images or uint8 (H, W, 3) RGB arrays), optionally given their prompts.
@@ -154,10 +152,8 @@ class AnatomyReward(_DetectingReward):
         out = np.empty(len(images))
         for i, image in enumerate(images):
             rgb = as_rgb_array(image)
-            det = self.estimator.estimate(rgb)
-            kp = np.asarray(det.keypoints[int(np.argmax(det.scores))], np.float64) if det.num_people else None
-            checks = anatomy.anatomy_checks(kp, None, DETECTION_CONFIDENCE, (rgb.shape[1], rgb.shape[0]))
-            out[i] = -min(anatomy.anomaly_score(checks), self.max_severity)
+            judged = anatomy.score_detection(self.estimator.estimate(rgb), (rgb.shape[1], rgb.shape[0]))
+            out[i] = -min(judged.score, self.max_severity)
         return out
 
 

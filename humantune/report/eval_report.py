@@ -1,4 +1,4 @@
-"""The HTML report of an evaluation folder written by :func:`humantune.eval.runner.evaluate`.
+"""The HTML report of an evaluation folder written by :func:`humantune.studies.evaluation.evaluate`.
 
 One self-contained page (:class:`~humantune.report.html.HtmlReport`): the metric table with intervals, sample
 counts and throughput; the conventions of every metric; a grid of generated images with their detected skeletons
@@ -20,11 +20,10 @@ import numpy as np
 from PIL import Image
 
 from humantune.errors import DataError
+from humantune.eval.pose_estimators import DETECTION_CONFIDENCE
 from humantune.report.html import HtmlReport
 from humantune.report.overlay import draw_keypoints
 
-DETECTION_CONFIDENCE = 0.5
-"""Detected keypoints at or above this confidence are drawn (as visible joints); the others are not."""
 _TILE_GAP = 4
 _TARGET_BACKGROUND = (235, 235, 235)
 
@@ -40,8 +39,8 @@ def _read(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def detection_flags(keypoints: Any, min_confidence: float = DETECTION_CONFIDENCE) -> np.ndarray:
-    """Detected ``[x, y, confidence]`` people (P, 17, 3) as COCO ``[x, y, v]`` for drawing: v = 2 where the
-    confidence ≥ ``min_confidence``, else 0."""
+    """Detected ``[x, y, confidence]`` people (P, 17, 3) as COCO ``[x, y, v]`` for drawing: v = 2 (drawn as a visible
+    joint) where the confidence ≥ ``min_confidence``, else 0 (not drawn)."""
     kp = np.asarray(keypoints if keypoints is not None else [], np.float64).reshape(-1, 17, 3).copy()
     kp[:, :, 2] = np.where(kp[:, :, 2] >= min_confidence, 2.0, 0.0)
     return kp

@@ -10,14 +10,9 @@ from humantune.data.mannequin.world import MannequinConfig, write_world
 from humantune.errors import HumantuneError
 from humantune.eval import anatomy, image_metrics, pose_metrics
 from humantune.eval.pose_estimators import MediaPipePoseEstimator, PoseEstimator
-from humantune.eval.runner import (
-    METRICS,
-    evaluate,
-    pair_by,
-    ratio_interval,
-    read_generated_folder,
-    rescale_ground_truth,
-)
+from humantune.eval.inputs import pair_by, read_generated_folder
+from humantune.eval.metrics import METRICS
+from humantune.studies.evaluation import evaluate
 
 
 class RecordingEstimator(PoseEstimator):
@@ -157,17 +152,3 @@ def test_metadata_targets_and_order_pairing(world, tmp_path):
     assert pair_by(["b.png", "a.png"], ["images/a.png", "images/b.png"], "auto", "G", "R") == ([1, 0], "stem")
     with pytest.raises(HumantuneError, match="'a' has no reference sample"):
         pair_by(["a.png"], ["images/x.png"], "stem", "G", "R")
-
-
-def test_rescale_ground_truth_keeps_pixel_centres():
-    gt = pose_metrics.PoseGroundTruth(np.array([[[0.0, 9.0, 2.0]] * 17]), np.array([[0.0, 0.0, 10.0, 10.0]]),
-                                      np.array([50.0]))
-    out = rescale_ground_truth(gt, (10, 10), (20, 40))
-    assert out.keypoints[0, 0, :2].tolist() == [0.5, 37.5]  # (x + 0.5)·s − 0.5
-    assert out.areas[0] == 50.0 * 2 * 4 and out.bboxes[0].tolist() == [0, 0, 20, 40]
-
-
-def test_ratio_interval_resamples_images():
-    sums, counts = np.array([2.0, 0.0, 3.0, 1.0]), np.array([2.0, 1.0, 3.0, 2.0])
-    (lo, hi), method = ratio_interval(sums, counts, n_boot=2000)
-    assert lo <= 6 / 8 <= hi and 0 <= lo and hi <= 1 and "ratio" in method
