@@ -45,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_io import print_table, write_result  # noqa: E402
 
 from humantune.config import config_to_dict, load_config  # noqa: E402
-from humantune.eval.anomaly_study import compare, paired_ratio_difference_interval, rate_change  # noqa: E402
+from humantune.eval.statistics import paired_ratio_difference_interval, rate_change  # noqa: E402
 from humantune.models.generation import read_prompts  # noqa: E402
+from humantune.studies.anomaly.compare import compare  # noqa: E402
 from humantune.recipes.dreambooth_lora import DreamBoothLoraConfig, train_dreambooth_lora  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

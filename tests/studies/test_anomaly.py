@@ -1,5 +1,5 @@
 """The anomaly workflow (scan → collect → compare) on a tiny random pipeline, with a scripted pose estimator so the
-expected rates are known exactly; its statistics against published values and hand computation."""
+expected rates are known exactly."""
 
 import json
 
@@ -10,12 +10,16 @@ from PIL import Image
 
 from humantune.data.mannequin.world import MannequinConfig, render_sample
 from humantune.errors import DataError, HumantuneError
-from humantune.eval import anomaly_study as study
-from humantune.eval.attributes import parse_caption
+from humantune.data.mannequin.prompted import collect
+from humantune.eval.anatomy import score_anatomy
 from humantune.eval.pose_estimators import PoseEstimate, PoseEstimator
 from humantune.eval.preference import wilson_interval
+from humantune.eval.statistics import proportion_difference_interval
 from humantune.models import lora
 from humantune.models.generation import generate_images, load_pipeline
+from humantune.studies.anomaly.compare import _set_distances, compare
+from humantune.studies.anomaly.pairs import preference_pairs, score_preferences
+from humantune.studies.anomaly.scan import rank_prompts, scan
 from tests.tiny_pipelines import save_pipeline
 
 TARGETS = ["a man in a red shirt and blue jeans lying on the grass", "a woman in a blue dress lying on the street"]
@@ -66,30 +70,9 @@ def lora_dir(base, tmp_path_factory):
 # ---------------------------------------------------------------------------------------------------- statistics
 
 
-def test_newcombe_interval_equals_the_published_examples():
-    # Newcombe (1998), Table II, method 10: 56/70 − 48/80 and 9/10 − 3/10.
-    assert study.proportion_difference_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=5e-5)
-    assert study.proportion_difference_interval(9, 10, 3, 10) == pytest.approx((0.1705, 0.8090), abs=5e-5)
-    l1, u1 = wilson_interval(3, 20)
-    l2, u2 = wilson_interval(12, 20)
-    lo, hi = study.proportion_difference_interval(3, 20, 12, 20)
-    assert lo == pytest.approx(-0.45 - np.hypot(0.15 - l1, u2 - 0.6))
-    assert hi == pytest.approx(-0.45 + np.hypot(u1 - 0.15, 0.6 - l2))
-
-
-def test_rate_change_and_paired_ratio_difference():
-    change = study.rate_change([True] * 8 + [False] * 2, [True] * 3 + [False] * 7)
-    assert change["base"]["rate"] == 0.8 and change["tuned"]["rate"] == 0.3
-    assert change["relative_reduction"] == pytest.approx(1 - 0.3 / 0.8)
-    assert change["difference"]["ci95"] == pytest.approx(list(study.proportion_difference_interval(3, 10, 8, 10)))
-    # every unit judged all-wrong before and all-right after: the difference is 1 in every resample
-    assert study.paired_ratio_difference_interval([0, 0, 0], [4, 3, 4], [4, 3, 4], [4, 3, 4]) == (1.0, 1.0)
-    assert study.paired_ratio_difference_interval([1], [2], [1], [2]) is None
-
-
 def test_prompts_rank_worst_first_with_wilson_intervals():
     flags = [[True, False, False, False], [True] * 4, [False, True, False, False]]
-    ranking = study.rank_prompts(["a", "b", "c"], flags)
+    ranking = rank_prompts(["a", "b", "c"], flags)
     assert [r["prompt"] for r in ranking] == ["b", "a", "c"]                     # a and c tie: input order kept
     assert [r["rank"] for r in ranking] == [1, 2, 3] and ranking[1]["rate"] == 0.25
     assert ranking[1]["ci95"] == pytest.approx(list(wilson_interval(1, 4)))
@@ -97,7 +80,7 @@ def test_prompts_rank_worst_first_with_wilson_intervals():
 
 def test_missed_person_is_anomalous_and_a_correct_one_is_not():
     image = np.zeros((32, 32, 3), np.uint8)
-    missed, found = study.score_anatomy([image, image], ScriptedEstimator({1}))
+    missed, found = score_anatomy([image, image], ScriptedEstimator({1}))
     assert missed.anomalous and missed.violations == ["not_detected"] and missed.keypoints is None
     assert not found.anomalous and found.score < 1.0
 
@@ -107,7 +90,7 @@ def test_missed_person_is_anomalous_and_a_correct_one_is_not():
 
 def test_scan_ranks_prompts_and_reports_the_worst_cases(base, tmp_path):
     # prompt 0: images 0-3 → detected in 0 and 1 (rate 0.5); prompt 1: images 4-7 → none detected (rate 1.0)
-    result = study.scan(base, TARGETS, 4, 10, tmp_path / "scan", estimator=ScriptedEstimator({0, 1}), worst=3,
+    result = scan(base, TARGETS, 4, 10, tmp_path / "scan", estimator=ScriptedEstimator({0, 1}), worst=3,
                         progress=False)
     assert [(r["prompt"], r["rate"], r["anomalous"], r["n"]) for r in result["prompts"]] == \
         [(TARGETS[1], 1.0, 4, 4), (TARGETS[0], 0.5, 2, 4)]
@@ -130,76 +113,28 @@ def test_scan_refuses_a_non_empty_output_and_bad_counts(base, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep")
     with pytest.raises(HumantuneError, match="exists and is not empty"):
-        study.scan(base, TARGETS, 1, 0, tmp_path / "full", estimator=ScriptedEstimator(()), progress=False)
+        scan(base, TARGETS, 1, 0, tmp_path / "full", estimator=ScriptedEstimator(()), progress=False)
     with pytest.raises(HumantuneError, match="--n must be at least 1"):
-        study.scan(base, TARGETS, 0, 0, tmp_path / "zero", estimator=ScriptedEstimator(()), progress=False)
+        scan(base, TARGETS, 0, 0, tmp_path / "zero", estimator=ScriptedEstimator(()), progress=False)
     with pytest.raises(HumantuneError, match="no prompts given"):
-        study.scan(base, ["  "], 2, 0, tmp_path / "none", estimator=ScriptedEstimator(()), progress=False)
-
-
-# ---------------------------------------------------------------------------------------------------- collect
-
-
-@pytest.mark.parametrize("prompt", [
-    "a man in a red shirt and blue jeans lying on the grass",
-    "a girl in a pink dress with arms raised against the sky",
-    "a woman in an orange t-shirt and white skirt bending over in a room",
-    "a boy in a gray shirt and black shorts sitting on the beach",
-])
-def test_rendered_people_are_dressed_and_posed_as_the_prompt_says(prompt):
-    scenes = study.render_prompt_scenes(prompt, 3, seed=4, size=64)
-    assert [s.caption for s in scenes] == [prompt] * 3
-    want = parse_caption(prompt).people[0].action
-    assert all((a.startswith("lying") if want == "lying" else a == want) for s in scenes for a in s.actions)
-    assert all(s.keypoints.shape == (1, 17, 3) and (s.keypoints[0, :, 2] > 0).sum() >= 12 for s in scenes)
-    again = study.render_prompt_scenes(prompt, 3, seed=4, size=64)
-    assert all(np.array_equal(a.image, b.image) for a, b in zip(scenes, again))
-
-
-def test_random_appearance_keeps_action_and_background_only():
-    scenes = study.render_prompt_scenes(TARGETS[0], 6, seed=1, size=48, appearance="random")
-    requests = [parse_caption(s.caption) for s in scenes]
-    assert all(r.background == "grass" and r.people[0].action == "lying" for r in requests)
-    assert len({s.caption for s in scenes}) > 1
-    with pytest.raises(HumantuneError, match="cannot render prompt 'a person lying on the grass'"):
-        study.render_prompt_scenes("a person lying on the grass", 1)
-
-
-def test_collect_renders_or_copies_correct_images_with_captions(tmp_path):
-    out = study.collect(TARGETS, tmp_path / "rendered", n=2, seed=3, size=48, progress=False)
-    rows = [json.loads(x) for x in (out / "metadata.jsonl").read_text().splitlines()]
-    assert [r["text"] for r in rows] == [TARGETS[0]] * 2 + [TARGETS[1]] * 2
-    assert Image.open(out / rows[0]["file_name"]).size == (48, 48) and len(rows[0]["keypoints"]) == 1
-    assert json.loads((out / "collect.json").read_text())["count"] == 4
-
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    for i in range(3):
-        Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(mine / f"{i}.jpg")
-    (mine / "1.txt").write_text(TARGETS[1])
-    copied = study.collect([TARGETS[0]], tmp_path / "copied", source=mine, progress=False)
-    rows = [json.loads(x) for x in (copied / "metadata.jsonl").read_text().splitlines()]
-    assert [r["text"] for r in rows] == [TARGETS[0], TARGETS[1], TARGETS[0]]
-    assert Image.open(copied / rows[2]["file_name"]).size == (30, 20)
-    with pytest.raises(DataError, match="has no caption; give exactly one --prompt"):
-        study.collect([], tmp_path / "nocaption", source=mine, progress=False)
+        scan(base, ["  "], 2, 0, tmp_path / "none", estimator=ScriptedEstimator(()), progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------- compare
 
 
 def test_compare_uses_the_same_seeds_and_measures_the_change(base, lora_dir, tmp_path):
-    reference = study.collect(TARGETS, tmp_path / "correct", n=2, seed=0, size=32, progress=False)
+    reference = collect(TARGETS, tmp_path / "correct", n=2, seed=0, size=32, progress=False)
     n = 3
     # call order: base images (2 targets × 3, then 1 control × 3), then the tuned ones in the same order.
     # base: nothing detected; tuned: targets detected except one image, controls as before.
     detect = {9 + i for i in range(6)} - {9 + 4}
-    result = study.compare(base, lora_dir, TARGETS, CONTROLS, n=n, seed=100, out=tmp_path / "cmp",
+    result = compare(base, lora_dir, TARGETS, CONTROLS, n=n, seed=100, out=tmp_path / "cmp",
                            reference_dir=reference, estimator=ScriptedEstimator(detect), progress=False)
     target, control = result["anomaly_rate"]["target"], result["anomaly_rate"]["control"]
     assert (target["base"]["rate"], target["tuned"]["anomalous"], target["tuned"]["n"]) == (1.0, 1, 6)
     assert target["relative_reduction"] == pytest.approx(1 - 1 / 6)
-    assert target["difference"]["ci95"] == pytest.approx(list(study.proportion_difference_interval(1, 6, 6, 6)))
+    assert target["difference"]["ci95"] == pytest.approx(list(proportion_difference_interval(1, 6, 6, 6)))
     assert control["difference"]["value"] == 0.0
     assert [p["prompt"] for p in result["per_prompt"]] == TARGETS + CONTROLS
 
@@ -249,11 +184,11 @@ def test_compare_uses_the_same_seeds_and_measures_the_change(base, lora_dir, tmp
 
 def test_pair_sides_follow_the_pair_seed(tmp_path):
     images = [Image.new("RGB", (8, 8), (i, i, i)) for i in range(40)]
-    key_a = study.preference_pairs(images[:20], images[20:], ["p"] * 20, list(range(20)), tmp_path / "a",
+    key_a = preference_pairs(images[:20], images[20:], ["p"] * 20, list(range(20)), tmp_path / "a",
                                    tmp_path / "a.json", seed=5)
-    key_b = study.preference_pairs(images[:20], images[20:], ["p"] * 20, list(range(20)), tmp_path / "b",
+    key_b = preference_pairs(images[:20], images[20:], ["p"] * 20, list(range(20)), tmp_path / "b",
                                    tmp_path / "b.json", seed=5)
-    key_c = study.preference_pairs(images[:20], images[20:], ["p"] * 20, list(range(20)), tmp_path / "c",
+    key_c = preference_pairs(images[:20], images[20:], ["p"] * 20, list(range(20)), tmp_path / "c",
                                    tmp_path / "c.json", seed=6)
     sides = [e["left"] for e in key_a["pairs"]]
     assert sides == [e["left"] for e in key_b["pairs"]] != [e["left"] for e in key_c["pairs"]]
@@ -263,26 +198,26 @@ def test_pair_sides_follow_the_pair_seed(tmp_path):
 
 def test_preference_responses_score_as_a_win_rate(tmp_path):
     images = [Image.new("RGB", (4, 4))] * 4
-    key = study.preference_pairs(images, images, ["p"] * 4, [0, 1, 2, 3], tmp_path / "pairs", tmp_path / "key.json", 0)
+    key = preference_pairs(images, images, ["p"] * 4, [0, 1, 2, 3], tmp_path / "pairs", tmp_path / "key.json", 0)
     tuned_side = ["left" if e["left"] == "tuned" else "right" for e in key["pairs"]]
     other = {"left": "right", "right": "left"}
     lines = ["pair,choice", f"0000,{tuned_side[0]}", f"0001,{tuned_side[1]}", f"0002,{other[tuned_side[2]]}",
              "0003,tie"]
     (tmp_path / "answers.csv").write_text("\n".join(lines) + "\n")
-    result = study.score_preferences(tmp_path / "key.json", tmp_path / "answers.csv")
+    result = score_preferences(tmp_path / "key.json", tmp_path / "answers.csv")
     assert (result["tuned_wins"], result["base_wins"], result["ties"]) == (2, 1, 1)
     assert result["win_rate"] == 2.5 / 4 and result["ci95"] == pytest.approx(list(wilson_interval(2.5, 4)))
     (tmp_path / "bad.csv").write_text("pair,choice\n0000,middle\n")
     with pytest.raises(DataError, match="line 2: choice must be left, right or tie"):
-        study.score_preferences(tmp_path / "key.json", tmp_path / "bad.csv")
+        score_preferences(tmp_path / "key.json", tmp_path / "bad.csv")
 
 
 def test_compare_fails_fast_on_missing_inputs(base, lora_dir, tmp_path):
     with pytest.raises(HumantuneError, match="FID needs the Inception weights"):
-        study.compare(base, lora_dir, TARGETS, [], 1, 0, tmp_path / "a", inception_weights=tmp_path / "none.pth",
+        compare(base, lora_dir, TARGETS, [], 1, 0, tmp_path / "a", inception_weights=tmp_path / "none.pth",
                       estimator=ScriptedEstimator(()), progress=False)
     with pytest.raises(HumantuneError, match="no LoRA weights at"):
-        study.compare(base, tmp_path / "nothing", TARGETS, [], 1, 0, tmp_path / "b", estimator=ScriptedEstimator(()),
+        compare(base, tmp_path / "nothing", TARGETS, [], 1, 0, tmp_path / "b", estimator=ScriptedEstimator(()),
                       progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -301,10 +236,10 @@ def test_set_distances_are_frechet_distances_of_the_feature_sets():
     gen = [rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
     ref = [rng.integers(0, 128, (8, 8, 3), dtype=np.uint8) for _ in range(4)]
     net = Features()
-    out = study._set_distances(gen, ref, net, net)
+    out = _set_distances(gen, ref, net, net)
     assert out["world_fd"] == pytest.approx(frechet_distance(*feature_statistics(net.extract(gen)),
                                                              *feature_statistics(net.extract(ref))))
     scaled = [np.asarray(im, np.float32).transpose(2, 0, 1)[None] / 255.0 for im in gen + ref]
     fg, fr = np.concatenate([net(x) for x in scaled[:5]]), np.concatenate([net(x) for x in scaled[5:]])
     assert out["fid"] == pytest.approx(frechet_distance(*feature_statistics(fg), *feature_statistics(fr)))
-    assert study._set_distances(gen[:1], ref, net, None) == {"world_fd": None}
+    assert _set_distances(gen[:1], ref, net, None) == {"world_fd": None}
