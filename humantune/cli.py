@@ -167,7 +167,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from humantune.eval.runner import evaluate
+    from humantune.studies.evaluation import evaluate
 
     result = evaluate(
         args.generated, args.reference, out_dir=args.out, prompts=args.prompts, metrics=args.metrics,
@@ -194,7 +194,7 @@ def _prompt_list(args: argparse.Namespace, flag: str = "prompts") -> list[str]:
 
 
 def cmd_anomaly_scan(args: argparse.Namespace) -> int:
-    from humantune.eval.anomaly_study import scan
+    from humantune.studies.anomaly.scan import scan
 
     prompts = _prompt_list(args)
     if not prompts:
@@ -209,7 +209,7 @@ def cmd_anomaly_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_anomaly_collect(args: argparse.Namespace) -> int:
-    from humantune.eval.anomaly_study import collect
+    from humantune.data.mannequin.prompted import collect
 
     prompts = _prompt_list(args)
     if not prompts and args.source is None:
@@ -222,8 +222,8 @@ def cmd_anomaly_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_anomaly_compare(args: argparse.Namespace) -> int:
-    from humantune.eval.anomaly_study import compare
     from humantune.models.generation import read_prompts
+    from humantune.studies.anomaly.compare import compare
 
     targets = _prompt_list(args)
     if not targets:
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
-    from humantune.eval.runner import DEFAULT_METRICS, METRICS
+    from humantune.eval.metrics import DEFAULT_METRICS, METRICS
 
     e = sub.add_parser("eval", formatter_class=_formatter, help="evaluate generated images (metrics.json + HTML report)",
                        description="Score a folder of generated images against target poses / reference images. "
