@@ -21,6 +21,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's TFLite notices
 
 from humantune import __version__  # noqa: E402
 from humantune.errors import HumantuneError  # noqa: E402
+from humantune.studies.preference.cli import add_study_parser  # noqa: E402
 
 CONFIG_HELP = "YAML config file; every key can also be overridden with --set"
 SET_HELP = "override a config value: --set key=value (repeatable; dotted keys for nested values)"
@@ -461,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(acm)
     _add_output_options(acm)
     acm.set_defaults(func=cmd_anomaly_compare)
+    add_study_parser(sub, _formatter)
     return parser
 
 
