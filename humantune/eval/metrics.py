@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from humantune.errors import HumantuneError
-from humantune.eval import anatomy, distribution, image_metrics, pose_metrics
+from humantune.eval import anatomy, distribution, fid_inception, image_metrics, pose_metrics
 from humantune.eval.context import REFERENCE_RESIZE, EvalContext, describe_estimator, float_chw
 from humantune.eval.oks import oks_matrix
 from humantune.eval.pose_estimators import DETECTION_CONFIDENCE, PoseEstimate
@@ -251,7 +251,7 @@ def _metric_lpips(ctx: EvalContext) -> MetricResult:
 
 def _fid_conventions(ctx: EvalContext) -> dict[str, Any]:
     return {
-        "network": f"FID Inception-v3 (pytorch-fid, TF-2015 weights {distribution.FID_INCEPTION_WEIGHTS}), "
+        "network": f"FID Inception-v3 (pytorch-fid, TF-2015 weights {fid_inception.FID_INCEPTION_WEIGHTS}), "
                    "pool3 2048-d",
         "resize": "bilinear to 299×299, align_corners=False, no antialiasing (pytorch-fid)",
         "input": "uint8 RGB → [0, 1] → [−1, 1]; reference images at their own size",
@@ -423,7 +423,7 @@ def load_models(names: list[str], options: dict[str, Any]) -> dict[str, Any]:
     models: dict[str, Any] = {}
     needs = {need for name in names for need in METRICS[name].needs}
     if "inception" in needs:
-        models["inception"] = distribution.InceptionFeatures(options.get("inception_weights"))
+        models["inception"] = fid_inception.InceptionFeatures(options.get("inception_weights"))
     if "lpips" in needs:
         models["lpips"] = distribution.LpipsMetric(options.get("lpips_net", "alex"), options.get("lpips_weights"),
                                                    options.get("lpips_backbone_weights"))

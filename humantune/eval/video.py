@@ -36,7 +36,8 @@ from humantune.data.loaders import IMAGE_EXTENSIONS
 from humantune.errors import DataError, HumantuneError
 from humantune.eval import image_metrics
 from humantune.eval.anatomy import body_scale
-from humantune.eval.distribution import feature_statistics, frechet_distance, hub_checkpoint_dir
+from humantune.eval.distribution import feature_statistics, frechet_distance
+from humantune.eval.local_weights import hub_checkpoint_dir
 from humantune.eval.pose_estimators import PoseEstimator
 
 PSNR_MAX_DB = 100.0

@@ -19,7 +19,8 @@ from humantune.errors import HumantuneError
 from humantune.eval.anatomy import score_anatomy
 from humantune.eval.attributes import attribute_accuracy
 from humantune.eval.context import describe_estimator
-from humantune.eval.distribution import InceptionFeatures, feature_statistics, frechet_distance
+from humantune.eval.distribution import feature_statistics, frechet_distance
+from humantune.eval.fid_inception import InceptionFeatures
 from humantune.eval.image_metrics import psnr_per_image, ssim_per_image
 from humantune.eval.metrics import PSNR_MAX_DB
 from humantune.eval.pose_estimators import DETECTION_CONFIDENCE
