@@ -40,7 +40,6 @@ import numpy as np
 from humantune.errors import HumantuneError
 from humantune.eval import anatomy, distribution, fid_inception, image_metrics, pose_metrics
 from humantune.eval.context import REFERENCE_RESIZE, EvalContext, describe_estimator, float_chw
-from humantune.eval.oks import oks_matrix
 from humantune.eval.pose_estimators import DETECTION_CONFIDENCE, PoseEstimate
 from humantune.eval.statistics import mean_interval, ratio_interval
 
@@ -72,23 +71,6 @@ class MetricResult:
     per_image_extra: dict[str, list] = field(default_factory=dict)
     stages: tuple[str, ...] = ()
     per_image_column: str | None = None
-
-
-def greedy_assignment(dets: np.ndarray, gts: np.ndarray, areas: np.ndarray) -> np.ndarray:
-    """Index of the detection matched to each ground-truth person (−1 if none), one to one, greedily by descending
-    OKS: the matching of :func:`~humantune.eval.pose_metrics.matched_oks`."""
-    out = -np.ones(len(gts), dtype=np.int64)
-    if len(dets) == 0 or len(gts) == 0:
-        return out
-    oks = oks_matrix(dets, gts, areas)
-    used_d: set[int] = set()
-    for flat in np.argsort(-oks, axis=None, kind="mergesort"):
-        d, g = divmod(int(flat), oks.shape[1])
-        if d in used_d or out[g] >= 0:
-            continue
-        out[g] = d
-        used_d.add(d)
-    return out
 
 
 def _labelled_targets(gt: pose_metrics.PoseGroundTruth, area_convention: str) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +137,7 @@ def _metric_pck(ctx: EvalContext) -> MetricResult:
     for i, (det, gt) in enumerate(zip(dets, ctx.targets)):
         gkp, areas = _labelled_targets(gt, ctx.area_convention)
         dkp = np.asarray(det.keypoints, np.float64).reshape(-1, 17, 3)
-        match = greedy_assignment(dkp, gkp, areas)
+        match = pose_metrics.greedy_assignment(dkp, gkp, areas)
         pred = np.full((len(gkp), 17, 2), np.nan)  # a missed person: every keypoint wrong
         pred[match >= 0] = dkp[match[match >= 0], :, :2]
         preds.append(pred)

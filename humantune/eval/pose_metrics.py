@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
-from PIL import Image
 
 from humantune.data.keypoints import COCO17, COCO17_SIGMAS
 from humantune.eval.oks import oks_matrix
-from humantune.eval.pose_estimators import PoseEstimate, PoseEstimator
 
 AREA_CONVENTIONS = ("segment", "bbox", "bbox053")
 
@@ -380,15 +378,32 @@ def matched_oks(dets: np.ndarray, gts: np.ndarray, areas: np.ndarray, sigmas: np
     if len(dets) == 0 or len(gts) == 0:
         return out
     oks = oks_matrix(dets, gts, areas, sigmas=sigmas)
-    used_d, used_g = set(), set()
+    match = greedy_matching(oks)
+    hit = match >= 0
+    out[hit] = oks[match[hit], np.flatnonzero(hit)]
+    return out
+
+
+def greedy_matching(oks: np.ndarray) -> np.ndarray:
+    """Index of the detection matched to each ground-truth person (−1 if none) given their OKS matrix (D, G): pairs
+    taken in descending OKS order (ties in index order), each detection and person used once."""
+    out = -np.ones(oks.shape[1], dtype=np.int64)
+    used_d: set[int] = set()
     for flat in np.argsort(-oks, axis=None, kind="mergesort"):
         d, g = divmod(int(flat), oks.shape[1])
-        if d in used_d or g in used_g:
+        if d in used_d or out[g] >= 0:
             continue
-        out[g] = oks[d, g]
+        out[g] = d
         used_d.add(d)
-        used_g.add(g)
     return out
+
+
+def greedy_assignment(dets: np.ndarray, gts: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """Index of the detection matched to each ground-truth person (−1 if none), one to one, greedily by descending
+    OKS: the matching of :func:`matched_oks`. dets (D, 17, 3), gts (G, 17, 3), areas (G,)."""
+    if len(dets) == 0 or len(gts) == 0:
+        return -np.ones(len(gts), dtype=np.int64)
+    return greedy_matching(oks_matrix(dets, gts, areas))
 
 
 def pose_agreement(
@@ -459,27 +474,3 @@ def debiased_pose_agreement(
     if len(generated) != len(reference):
         raise ValueError(f"got {len(generated)} generated and {len(reference)} reference images")
     return pose_agreement(generated, reference_ground_truths(reference, min_confidence), area_convention, sigmas)
-
-
-def pose_agreement_on_images(
-    estimator: PoseEstimator,
-    generated_images: Sequence[Image.Image | np.ndarray],
-    targets: Sequence[PoseGroundTruth] | None = None,
-    reference_images: Sequence[Image.Image | np.ndarray] | None = None,
-    area_convention: str = "segment",
-    min_confidence: float = 0.5,
-    progress: bool = False,
-) -> dict[str, PoseAgreement]:
-    """Run ``estimator`` on the images and score them: ``{"target": …}`` by :func:`pose_agreement` when
-    ``targets`` are given (with ``area_convention``), ``{"reference": …}`` by :func:`debiased_pose_agreement` when
-    ``reference_images`` are given (bbox area of the reference keypoints)."""
-    if targets is None and reference_images is None:
-        raise ValueError("give targets, reference_images or both")
-    generated: list[PoseEstimate] = estimator.estimate_batch(generated_images, progress=progress)
-    out = {}
-    if targets is not None:
-        out["target"] = pose_agreement(generated, targets, area_convention)
-    if reference_images is not None:
-        reference = estimator.estimate_batch(reference_images, progress=progress)
-        out["reference"] = debiased_pose_agreement(generated, reference, min_confidence)
-    return out
