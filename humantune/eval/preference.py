@@ -8,7 +8,8 @@ a win each in :func:`bradley_terry`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections import Counter
+from typing import Callable, Hashable, Iterable
 
 import numpy as np
 from scipy.sparse.csgraph import connected_components
@@ -200,3 +201,40 @@ def fleiss_kappa(table) -> float:
     if p_e == 1.0:
         return float("nan")
     return float((p_bar - p_e) / (1 - p_e))
+
+
+def bradley_terry_bootstrap(
+    comparisons, n_systems: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Percentile bootstrap intervals of Bradley–Terry strengths (:func:`bradley_terry`).
+
+    Resample the M comparison rows with replacement ``n_boot`` times (``numpy.random.default_rng(seed)``), fit the
+    strengths (normalised to sum 1) on each resample, and return per system the (1 − level)/2 and (1 + level)/2
+    quantiles, plus the number of resamples used: a resample whose strengths do not exist (some system never
+    compared or never winning in it) is skipped. Returns (low (n_systems,), high (n_systems,), used); ValueError
+    when the strengths of the data themselves do not exist or no resample could be fitted.
+    """
+    c = np.asarray(comparisons, dtype=np.float64)
+    bradley_terry(c, n_systems)  # the data's own strengths must exist (raises the explanatory ValueError)
+    alpha = 1 - _level(level)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(n_boot):
+        try:
+            fits.append(bradley_terry(c[rng.integers(0, len(c), size=len(c))], n_systems, iters=2000, tol=1e-10))
+        except ValueError:
+            continue
+    if not fits:
+        raise ValueError("no bootstrap resample has Bradley–Terry strengths; add comparisons")
+    low, high = np.quantile(np.stack(fits), [alpha / 2, 1 - alpha / 2], axis=0)
+    return low, high, len(fits)
+
+
+def majority_label(labels: Iterable[Hashable]) -> Hashable | None:
+    """The label given by more raters than any other label (a plurality); None for no labels or a shared top count."""
+    ranked = Counter(labels).most_common(2)
+    if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]

@@ -7,8 +7,10 @@ from scipy import optimize, stats
 from humantune.eval.preference import (
     bootstrap_interval,
     bradley_terry,
+    bradley_terry_bootstrap,
     cohen_kappa,
     fleiss_kappa,
+    majority_label,
     wilson_interval,
     win_rate,
 )
@@ -167,3 +169,32 @@ def test_fleiss_kappa_edges_and_errors():
         fleiss_kappa([[1.5, 1.5], [3, 0]])
     with pytest.raises(ValueError, match="at least 2 raters"):
         fleiss_kappa([[1, 0], [0, 1]])
+
+
+def test_bradley_terry_bootstrap_matches_a_hand_loop_and_skips_degenerate_resamples():
+    # 0 beats 1 in 7 of 10, 1 beats 2 in 6 of 10, 0 beats 2 in 8 of 10
+    c = np.array([(0, 1, 1)] * 7 + [(0, 1, 0)] * 3 + [(1, 2, 1)] * 6 + [(1, 2, 0)] * 4
+                 + [(0, 2, 1)] * 8 + [(0, 2, 0)] * 2, dtype=float)
+    low, high, used = bradley_terry_bootstrap(c, 3, n_boot=300, seed=1)
+    rng = np.random.default_rng(1)
+    fits = []
+    for _ in range(300):
+        try:
+            fits.append(bradley_terry(c[rng.integers(0, len(c), size=len(c))], 3, iters=2000, tol=1e-10))
+        except ValueError:
+            pass
+    assert used == len(fits)
+    assert low == pytest.approx(np.quantile(fits, 0.025, axis=0))
+    assert high == pytest.approx(np.quantile(fits, 0.975, axis=0))
+    point = bradley_terry(c, 3)
+    assert np.all(low <= point) and np.all(point <= high)
+    with pytest.raises(ValueError, match="never"):
+        bradley_terry_bootstrap([(0, 1, 1), (0, 2, 1)], 3, n_boot=10)
+
+
+def test_majority_label_needs_a_unique_plurality():
+    assert majority_label(["a", "b", "a"]) == "a"
+    assert majority_label(["a", "b", "tie", "tie"]) == "tie"
+    assert majority_label(["a", "b"]) is None
+    assert majority_label([]) is None
+    assert majority_label([2, 2, 1]) == 2
