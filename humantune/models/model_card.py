@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from humantune.config import config_to_dict
-from humantune.models.tiny import PIPELINE_CLASS
+from humantune.models.families import FAMILIES
 from humantune.train.engine import read_metrics
 
 
@@ -49,7 +49,7 @@ def write_model_card(model_dir: Path, cfg: Any, run_dir: Path, seconds: float, s
     grids = sorted((run_dir / "denoiser" / "validation").glob("samples_step_*.png"))
     if grids:
         shutil.copyfile(grids[-1], model_dir / "samples.png")
-    pipeline_class = PIPELINE_CLASS[cfg.family]
+    pipeline_class = FAMILIES[cfg.family].pipeline
     absent = ", text_encoder_3=None, tokenizer_3=None" if cfg.family == "sd3" else ""  # no T5 (diffusers' T5-less usage)
     gen_args = ", ".join(f"{k}={v!r}" for k, v in generation.items())
     lines = [

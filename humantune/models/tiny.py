@@ -23,16 +23,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from humantune.config import option
 
 
-PIPELINE_CLASS = {"sd": "StableDiffusionPipeline", "sd3": "StableDiffusion3Pipeline"}
-"""The diffusers pipeline class of each family."""
-
-TRAINABLE = {"sd": ("unet", "text_encoder"), "sd3": ("transformer", "text_encoder", "text_encoder_2")}
-"""Pipeline components trained by the denoiser stage of each family."""
-
-TOKENIZERS = {"sd": ("tokenizer",), "sd3": ("tokenizer", "tokenizer_2")}
-"""Pipeline tokenizer components of each family, in the order their encoders consume them."""
-
-
 @dataclass
 class VaeConfig:
     """``AutoencoderKL``: one level per entry of block_out_channels; each level after the first halves the size."""

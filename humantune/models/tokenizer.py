@@ -106,3 +106,9 @@ def build_clip_tokenizer(words: Iterable[str], out_dir: str | os.PathLike, model
     )
     tokenizer.save_pretrained(out)
     return CLIPTokenizer.from_pretrained(out)
+
+
+def tokenize(tokenizer, texts: list[str]):
+    """Token ids (N, model_max_length) of ``texts``, padded and truncated as the pipelines' ``encode_prompt`` does."""
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
