@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import torch
 
+from humantune.config import option
 from humantune.errors import HumantuneError
 from humantune.io import atomic_path
 
@@ -95,6 +97,72 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float | None = None, drop
                         init_lora_weights="gaussian" if init == "gaussian" else True, target_modules=list(targets))
     model.add_adapter(config)
     return names
+
+
+@dataclass
+class LoraConfig:
+    """The LoRA adapter of one module group (the denoiser, or the text encoders): ΔW = (α/r)·B·A on its target
+    layers, trained at its own learning rate."""
+
+    rank: int = option(4, "LoRA rank r")
+    alpha: float | None = option(None, "LoRA α (update scale α/r); null: α = r")
+    dropout: float = option(0.0, "dropout on the adapter input")
+    init: LoraInit = option("gaussian", "A ~ N(0, 1/r) (diffusers' scripts) or peft's Kaiming-uniform; B = 0 either "
+                                        "way")
+    target_modules: list[str] | None = option(
+        None, "layer names (suffixes) to adapt; null: the class's default (UNet and MMDiT: to_q, to_k, to_v, "
+              "to_out.0; add SD3's text stream with add_q_proj, add_k_proj, add_v_proj, to_add_out; CLIP: q_proj, "
+              "k_proj, v_proj, out_proj)")
+    learning_rate: float | None = option(None, "peak learning rate of this group (same schedule shape); null: the "
+                                               "run's train.learning_rate")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"rank must be at least 1, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass
+class PipelineLoraConfig:
+    """The LoRA adapters of a text-to-image pipeline, one group per module kind, each with its own rank, targets and
+    learning rate (HG-DPO: rank 8 on the UNet's attention, rank 64 on the text encoder)."""
+
+    denoiser: LoraConfig = option(LoraConfig(), "the denoiser's adapter (UNet or MMDiT)")
+    text_encoder: LoraConfig | None = option(None, "one adapter config for each CLIP text encoder (null: the text "
+                                                   "encoders stay frozen)")
+
+    def groups(self, family) -> dict[str, LoraConfig]:
+        """Pipeline component name → its adapter config, for a :class:`~humantune.models.families.Family`."""
+        groups = {family.denoiser: self.denoiser}
+        if self.text_encoder is not None:
+            groups.update({name: self.text_encoder for name in family.text_encoders})
+        return groups
+
+
+def add_adapters(components: dict[str, torch.nn.Module], groups: dict[str, LoraConfig]) -> dict[str, list[str]]:
+    """Add the LoRA of ``groups[name]`` to ``components[name]`` for every named component (:func:`add_lora`), with
+    the adapter weights in float32 (the optimizer's precision, whatever the frozen base's); return the wrapped
+    layer names per component."""
+    adapted = {}
+    for name, cfg in groups.items():
+        adapted[name] = add_lora(components[name], cfg.rank, cfg.alpha, cfg.dropout, cfg.init, cfg.target_modules)
+        for p in lora_parameters(components[name]):
+            p.data = p.data.float()
+    return adapted
+
+
+def lora_param_groups(components: dict[str, torch.nn.Module], groups: dict[str, LoraConfig],
+                      learning_rate: float) -> list[dict]:
+    """The engine's optimizer groups (``{"params", "lr_scale"}``): one per distinct learning rate, in the order of
+    ``groups``; a group's scale is its ``learning_rate`` (null: the run's) over the run's ``learning_rate``."""
+    by_scale: dict[float, list[torch.nn.Parameter]] = {}
+    for name, cfg in groups.items():
+        scale = (cfg.learning_rate or learning_rate) / learning_rate
+        by_scale.setdefault(scale, []).extend(lora_parameters(components[name]))
+    return [{"params": params, "lr_scale": scale} for scale, params in by_scale.items()]
 
 
 def lora_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

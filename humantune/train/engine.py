@@ -110,6 +110,10 @@ class TrainingTask(Protocol):
     # Optional: ``param_groups() -> list[dict]``, each ``{"params": [...], "lr_scale": s}``, splits the trainable
     # parameters into optimizer groups whose learning rate is ``s × learning_rate`` at every step of the schedule
     # (e.g. a text-encoder LoRA with its own rate). Without it, every trainable parameter is one group (s = 1).
+    #
+    # Optional: ``on_step_end(step: int, row: dict) -> dict | None`` runs on every process after each optimizer
+    # step (``step`` = steps completed, ``row`` = that step's logged scalars, averaged over processes); scalars it
+    # returns are added to the row before it is logged (e.g. Ent-Prog's per-step evaluation of candidate schedules).
 
 
 def micro_batch_seed(seed: int, step: int, micro: int, process: int) -> int:
@@ -323,6 +327,8 @@ class Trainer:
                 mean = mean.view(acc.num_processes, -1).mean(0).tolist()
                 row = {"step": step + 1, "loss": mean[0], "lr": lr, **dict(zip(accum_logs, mean[1:]))}
                 step, micro, accum_loss, accum_logs = step + 1, 0, 0.0, {}
+                if hasattr(task, "on_step_end"):
+                    row.update(task.on_step_end(step, row) or {})
                 if self.is_main:
                     log_file.write(json.dumps(row) + "\n")
                     log_file.flush()
@@ -484,3 +490,17 @@ def read_metrics(stage_dir: str | os.PathLike) -> list[dict]:
     """The rows of a stage's ``metrics.jsonl``."""
     path = Path(stage_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def read_validation(stage_dir: str | os.PathLike) -> list[dict]:
+    """Validation scalars of a stage by step (the last row of a step wins: a resumed run may repeat one; NaN, e.g.
+    OKS with no target person, becomes None)."""
+    path = Path(stage_dir) / "validation" / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in json.loads(line).items()}
+            by_step[row["step"]] = row
+    return [by_step[s] for s in sorted(by_step)]

@@ -144,3 +144,28 @@ def test_lora_dir_resolution_and_bad_weights_are_one_line_errors(tmp_path):
     with pytest.raises(HumantuneError, match="cannot load LoRA") as e:
         lora.load_lora(build_pipeline("sd"), tmp_path / "run")
     assert "\n" not in str(e.value)
+
+
+def test_pipeline_lora_config_gives_each_module_group_its_own_rank_and_learning_rate():
+    from humantune.models.families import FAMILIES
+
+    pipe = build_pipeline("sd3")
+    cfg = lora.PipelineLoraConfig(denoiser=lora.LoraConfig(rank=8),
+                                  text_encoder=lora.LoraConfig(rank=64, learning_rate=5e-6))
+    groups = cfg.groups(FAMILIES["sd3"])
+    assert list(groups) == ["transformer", "text_encoder", "text_encoder_2"]
+    adapted = lora.add_adapters(pipe.components, groups)
+    assert set(adapted) == set(groups)
+    assert pipe.transformer.peft_config["default"].r == 8 and pipe.text_encoder_2.peft_config["default"].r == 64
+    assert all(p.dtype == torch.float32 for k in groups for p in lora.lora_parameters(pipe.components[k]))
+    param_groups = lora.lora_param_groups(pipe.components, groups, learning_rate=1e-4)
+    assert [g["lr_scale"] for g in param_groups] == [1.0, pytest.approx(0.05)]
+    text = {id(p) for k in ("text_encoder", "text_encoder_2") for p in lora.lora_parameters(pipe.components[k])}
+    assert {id(p) for p in param_groups[1]["params"]} == text
+    assert lora.PipelineLoraConfig().groups(FAMILIES["sd"]) == {"unet": lora.LoraConfig()}   # text encoders frozen
+
+
+def test_lora_config_rejects_bad_values():
+    for bad in ({"rank": 0}, {"dropout": 1.0}, {"learning_rate": 0.0}):
+        with pytest.raises(ValueError):
+            lora.LoraConfig(**bad)

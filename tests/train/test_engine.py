@@ -236,3 +236,19 @@ def test_param_groups_must_cover_every_trainable_parameter_once(tmp_path):
     task.param_groups = lambda: [{"params": list(task.model["head"].parameters())}]
     with pytest.raises(HumantuneError, match="exactly once"):
         Trainer(tmp_path, log_with=None).fit(task, _cfg(), tmp_path)
+
+
+def test_on_step_end_sees_every_optimizer_step_and_its_scalars_are_logged(tmp_path):
+    class Hooked(Regression):
+        def on_step_end(self, step, row):
+            self.seen = getattr(self, "seen", []) + [(step, row["loss"])]
+            # the weights it sees are those after the step's update
+            return {"w0_after": float(self.model.weight[0, 0].detach())}
+
+    task = Hooked()
+    Trainer(tmp_path, log_with=None).fit(task, _cfg(max_steps=5, validate_every=0), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [s for s, _ in task.seen] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in rows] == [loss for _, loss in task.seen]
+    assert rows[-1]["w0_after"] == float(task.model.weight[0, 0].detach())
+    assert rows[0]["w0_after"] != rows[-1]["w0_after"]
