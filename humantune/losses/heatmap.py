@@ -30,15 +30,18 @@ pixel; a keypoint is used when its v > 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from humantune.config import option
 from humantune.data.keypoints import COCO17_SKELETON, coco17_to_openpose18
 from humantune.data.openpose import OPENPOSE_LIMBS, draw_openpose
 from humantune.data.sample import validate_keypoints
+from humantune.errors import DataError
 
 LIMB_SETS = ("coco17", "openpose18")
 """Limb sets of :func:`limb_heatmap`: the COCO-17 skeleton (:data:`humantune.data.keypoints.COCO17_SKELETON`, 19
@@ -210,3 +213,52 @@ def heatmap_weighted_mse(pred: torch.Tensor, target: torch.Tensor, heatmap: torc
     squared = (pred.float() - target.float()) ** 2
     weighted = squared * (weights**2 if placement == "inside" else weights)
     return weighted.flatten(1).mean(1)
+
+
+@dataclass
+class HeatmapConfig:
+    """H of the heatmap-guided loss L_h = mean ‖W ⊙ (ε − ε_θ)‖², W = w·H + 1 (papers.md §1)."""
+
+    kind: Literal["gaussian", "mask", "skeleton_blur"] = option(
+        "gaussian", "gaussian: keypoint + limb Gaussians of the target pose reduced to latent size (the paper's "
+                    "intent); mask: the person mask (needs masks: mannequin world, COCO with segmentations); "
+                    "skeleton_blur: Stable-Pose-style blurred skeleton mask at latent size")
+    w: float = option(1.0, "extra weight w (W = w·H + 1); Stable-Pose's α = 5 is w = 4 with placement outside")
+    sigma: float | None = option(None, "gaussian: σ in image pixels (null: the long side / 32, 4 px at 128²)")
+    limbs: Literal["coco17", "openpose18", "none"] = option(
+        "coco17", "gaussian: limb segments added to the keypoints (COCO-17 skeleton, the OpenPose-18 limbs, or none)")
+    reduce: Literal["area", "bilinear"] = option("area", "gaussian, mask: image → latent reduction")
+    blur_sigma: float = option(1.0, "skeleton_blur: σ of the fall-off around the skeleton, in latent cells")
+    placement: Literal["inside", "outside"] = option(
+        "inside", "inside: ‖W ⊙ e‖² (the paper's equation, weight W²); outside: W ⊙ e² (HumanSD, Stable-Pose)")
+
+    def __post_init__(self) -> None:
+        if self.w < 0:
+            raise ValueError(f"w must be at least 0, got {self.w}")
+        if self.sigma is not None and self.sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if self.blur_sigma <= 0:
+            raise ValueError(f"blur_sigma must be positive, got {self.blur_sigma}")
+
+    def geometry(self) -> tuple:
+        """What H depends on (w and placement only weight it): the key of the heatmap cache."""
+        if self.kind == "gaussian":
+            return (self.kind, self.sigma, self.limbs, self.reduce)
+        if self.kind == "mask":
+            return (self.kind, self.reduce)
+        return (self.kind, self.blur_sigma)
+
+
+def latent_heatmap(keypoints: np.ndarray, mask: np.ndarray | None, size: tuple[int, int], cfg: HeatmapConfig,
+                   latent_size: tuple[int, int], where: str = "sample") -> np.ndarray:
+    """H of one sample (its keypoints and person mask in an image of ``size``) at latent size (h, w), built as
+    ``cfg.kind`` says (papers.md §1)."""
+    if cfg.kind == "gaussian":
+        heat = pose_heatmap(keypoints, size, cfg.sigma, None if cfg.limbs == "none" else cfg.limbs)
+        return reduce_to_latent(heat, latent_size, cfg.reduce)
+    if cfg.kind == "mask":
+        if mask is None:
+            raise DataError(f"{where}: heatmap kind 'mask' needs a person mask, and this sample has none (the "
+                            "mannequin world and COCO JSONs with segmentations have masks; use kind gaussian)")
+        return mask_heatmap(mask, latent_size, cfg.reduce)
+    return skeleton_blur_mask(keypoints, size, latent_size, cfg.blur_sigma)

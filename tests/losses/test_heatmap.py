@@ -9,6 +9,7 @@ import torch
 from humantune.data.keypoints import COCO17
 from humantune.losses.denoising import per_sample_mse
 from humantune.losses.heatmap import (
+    HeatmapConfig, latent_heatmap,
     default_sigma, heatmap_weighted_mse, keypoint_heatmap, limb_heatmap, mask_heatmap, pose_heatmap,
     reduce_to_latent, skeleton_blur_mask,
 )
@@ -159,3 +160,17 @@ def test_bad_inputs_are_rejected():
         keypoint_heatmap(person(nose=(1, 1)), (8, 8), 0.0)
     with pytest.raises(ValueError, match="mode"):
         reduce_to_latent(np.zeros((8, 8)), (2, 2), "nearest")
+
+
+def test_latent_heatmaps_of_every_kind_have_the_latent_size_and_range():
+    kp = np.zeros((1, 17, 3), np.float32)
+    kp[0, [COCO17["left_shoulder"], COCO17["left_elbow"], COCO17["nose"]]] = [[8, 10, 2], [20, 12, 2], [12, 4, 2]]
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:28, 6:24] = 1
+    for kind in ("gaussian", "mask", "skeleton_blur"):
+        h = latent_heatmap(kp, mask, (32, 32), HeatmapConfig(kind=kind), (8, 8))
+        assert h.shape == (8, 8) and h.min() >= 0.0 and h.max() <= 1.0 and h.max() > 0.5, kind
+    from humantune.errors import DataError
+
+    with pytest.raises(DataError, match="sample 3: heatmap kind 'mask' needs a person mask"):
+        latent_heatmap(kp, None, (32, 32), HeatmapConfig(kind="mask"), (8, 8), "sample 3")

@@ -3,7 +3,6 @@ resume across the stage boundary, the saved ControlNet in stock diffusers, valid
 
 import copy as copy_module
 import json
-import math
 import shutil
 
 import numpy as np
@@ -14,7 +13,7 @@ from PIL import Image
 
 from humantune.config import load_config
 from humantune.data.keypoints import COCO17
-from humantune.data.sample import PoseSample
+from humantune.data.prepare import prepare_sample
 from humantune.errors import ConfigError
 from humantune.eval.pose_estimators import PoseEstimate, PoseEstimator
 from humantune.recipes import controlnet_pose as cp
@@ -69,9 +68,9 @@ def full_run(tmp_path_factory, base_dir):
     starts = {}
     original = cp.ControlNetTask.__init__
 
-    def capture(self, recipe, stage, controlnet, data, collate):
+    def capture(self, stage, controlnet, *args):
         starts[stage.name] = {k: v.clone() for k, v in controlnet.state_dict().items()}
-        original(self, recipe, stage, controlnet, data, collate)
+        original(self, stage, controlnet, *args)
 
     cp.ControlNetTask.__init__ = capture
     try:
@@ -86,13 +85,6 @@ def _weights(path):
     from diffusers import ControlNetModel
 
     return ControlNetModel.from_pretrained(path).state_dict()
-
-
-def test_steps_for_epochs_is_the_ceiling_of_samples_over_the_global_batch():
-    assert cp.steps_for_epochs(4, 61_400, 1, 1, 1) == 245_600           # the paper's stage 1 on Captioned COCO-Pose
-    assert cp.steps_for_epochs(2, 256, 16, 1, 1) == 32
-    assert cp.steps_for_epochs(1.5, 100, 8, 2, 2) == math.ceil(150 / 32)
-    assert cp.steps_for_epochs(0.01, 10, 4, 1, 1) == 1
 
 
 @pytest.mark.slow
@@ -195,7 +187,8 @@ def test_cached_and_per_batch_data_give_the_same_heatmap_loss(tmp_path, base_dir
         batch = collate([0, 5, 7]) if cache else collate([data[i] for i in (0, 5, 7)])
         torch.manual_seed(0)
         net = ControlNetModel.from_unet(recipe.parts["unet"], conditioning_embedding_out_channels=(8, 16))
-        task = cp.ControlNetTask(recipe, stage, net, data, collate)
+        base = {k: recipe.parts[k] for k in ("unet", "vae", "text_encoder")}
+        task = cp.ControlNetTask(stage, net, base, recipe.objective, data, collate, recipe._validate_wrapped)
         task.attach({"controlnet": net})
         losses[cache] = task.loss(batch, torch.Generator().manual_seed(3))
     assert losses[True][0].item() == pytest.approx(losses[False][0].item(), rel=1e-5)
@@ -224,7 +217,7 @@ def test_validation_saves_a_grid_and_scores_oks_against_the_targets(tmp_path, ba
     recipe.trainer = cp.Trainer(tmp_path / "run")
     recipe._load_base()
     held = recipe._open(cfg.heldout_data, "heldout")
-    recipe.heldout = [cp.prepare_sample(held[i], 32) for i in range(3)]
+    recipe.heldout = [prepare_sample(held[i], 32) for i in range(3)]
     recipe.area_convention = "segment"
     recipe._estimator = EchoEstimator([s.keypoints for s in recipe.heldout])
     net = ControlNetModel.from_unet(recipe.parts["unet"], conditioning_embedding_out_channels=(8, 16))
@@ -262,38 +255,6 @@ def test_evaluation_writes_results_and_a_report_for_every_stage_and_the_base(ful
     cfg.eval.metrics = ["ssim"]
     cp.train_controlnet_pose(cfg, copy)
     assert (copy / "eval" / "s2" / "images" / "00000.png").stat().st_mtime_ns != before
-
-
-def test_prepare_sample_resizes_crops_and_moves_keypoints_with_the_image():
-    image = Image.new("RGB", (64, 48))
-    kp = np.zeros((1, 17, 3), np.float32)
-    kp[0, COCO17["nose"]] = (30, 24, 2)
-    kp[0, COCO17["left_wrist"]] = (2, 10, 2)                     # in the cropped-off left margin
-    mask = np.zeros((48, 64), np.uint8)
-    mask[12:36, 20:44] = 1
-    out = cp.prepare_sample(PoseSample(image=image, keypoints=kp, caption="x", mask=mask), 32)
-    # short side 48 → 32: scale 2/3, width 64 → 43, crop left (43 − 32) // 2 = 5; x' = (x + ½)·43/64 − ½ − 5
-    assert out.keypoints[0, COCO17["nose"]].tolist() == pytest.approx(
-        [30.5 * 43 / 64 - 5.5, 24.5 * 32 / 48 - 0.5, 2.0], rel=1e-6)
-    assert out.keypoints[0, COCO17["left_wrist"]].tolist() == [0.0, 0.0, 0.0]
-    assert out.image.shape == (32, 32, 3) and out.mask.shape == (32, 32)
-    assert out.areas[0] == np.count_nonzero(out.mask == 1) > 0
-    x, y = out.keypoints[0, COCO17["nose"], :2].astype(int)      # draw_openpose truncates, as controlnet_aux does
-    assert out.condition[y, x].max() > 0                          # the condition was drawn from the keypoints
-
-
-def test_latent_heatmaps_of_every_kind_have_the_latent_size_and_range():
-    kp = np.zeros((1, 17, 3), np.float32)
-    kp[0, [COCO17["left_shoulder"], COCO17["left_elbow"], COCO17["nose"]]] = [[8, 10, 2], [20, 12, 2], [12, 4, 2]]
-    mask = np.zeros((32, 32), np.uint8)
-    mask[4:28, 6:24] = 1
-    for kind in ("gaussian", "mask", "skeleton_blur"):
-        h = cp.latent_heatmap(kp, mask, (32, 32), cp.HeatmapConfig(kind=kind), (8, 8))
-        assert h.shape == (8, 8) and h.min() >= 0.0 and h.max() <= 1.0 and h.max() > 0.5, kind
-    from humantune.errors import DataError
-
-    with pytest.raises(DataError, match="sample 3: heatmap kind 'mask' needs a person mask"):
-        cp.latent_heatmap(kp, None, (32, 32), cp.HeatmapConfig(kind="mask"), (8, 8), "sample 3")
 
 
 @pytest.mark.parametrize("changes, message", [
