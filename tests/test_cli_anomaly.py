@@ -84,9 +84,9 @@ def test_user_mistakes_are_one_line_errors(base, tmp_path, capsys):
     _one_line_error(capsys, "exists and is not empty")
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"lora": {"rank": "four"}}))
+    bad.write_text(yaml.safe_dump({"lora": {"denoiser": {"rank": "four"}}}))
     assert main(["train", "dreambooth-lora", "--config", str(bad), "--output-dir", str(tmp_path / "r")]) == 2
-    _one_line_error(capsys, "lora.rank")
+    _one_line_error(capsys, "lora.denoiser.rank")
 
     # a LoRA for another family does not load onto this base
     other = load_pipeline(save_pipeline("sd3", tmp_path / "sd3"))

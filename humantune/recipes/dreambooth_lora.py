@@ -5,7 +5,7 @@ grass"), train a LoRA on a handful of correct images of those prompts, then gene
 
 - ``StableDiffusion3Pipeline`` (MMDiT): rectified-flow loss with logit-normal (or uniform) timestep sampling, an
   explicit loss weighting and an explicit choice of diffusers' output preconditioning
-  (:func:`~humantune.losses.denoising.flow_matching_dreambooth_loss`); LoRA on the transformer's attention
+  (:class:`~humantune.losses.objectives.RectifiedFlowObjective`); LoRA on the transformer's attention
   projections (to_q/to_k/to_v/to_out.0 by default, optionally the text stream's add_*_proj/to_add_out);
 - ``StableDiffusionPipeline`` (UNet): ε- (or v-) prediction loss, optional Min-SNR-γ; LoRA on to_q/to_k/to_v/to_out.0.
 
@@ -16,7 +16,7 @@ learning rate; prior preservation with class images the base model generates onc
 
 Instance data: a folder of correct images (captions from its ``metadata.jsonl`` / sidecar ``.txt``, else the
 instance prompt), or, by default, images the mannequin world renders for each instance prompt
-(:func:`humantune.eval.anomaly_study.collect`, written to ``OUTPUT/instance_images``).
+(:func:`humantune.data.mannequin.prompted.collect`, written to ``OUTPUT/instance_images``).
 
 Caches: every image is VAE-encoded once (posterior mean and std) and every caption encoded once (or tokenised, when
 the text encoders train), all stored **by sample index**; a batch is a list of sample indices and reads latents and
@@ -42,20 +42,23 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
-import numpy as np
 import torch
 from PIL import Image
 
 from humantune.config import config_to_dict, option, save_config
+from humantune.data.prepare import resize_centre_crop, to_chw
 from humantune.errors import ConfigError, HumantuneError
-from humantune.io import new_output_dir, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from humantune.losses.denoising import (
-    ddpm_noisy_latents, ddpm_target, flow_matching_dreambooth_loss, flow_matching_interpolate, logit_normal_sigmas,
-    min_snr_weights, per_sample_mse, prior_preservation_loss, shift_sigmas,
+from humantune.io import json_safe, new_output_dir, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from humantune.losses.denoising import prior_preservation_loss
+from humantune.losses.objectives import (
+    DDPMObjective, FlowMatchingConfig, Objective, RectifiedFlowObjective, sample_latents,
 )
-from humantune.models import lora, tiny
+from humantune.models import lora
+from humantune.models.encoding import PromptConditioning, encode_latent_stats
+from humantune.models.families import Family, family_of
+from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig
 
 DEFAULT_TARGET_PROMPTS = [
@@ -82,11 +85,6 @@ DEFAULT_CLASS_PROMPTS = [
 ]
 """Prior-preservation class prompts: people in other clothes and poses, disjoint from the control prompts so that
 those stay a held-out check."""
-
-FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusion3Pipeline": "sd3"}
-DENOISER = {"sd": "unet", "sd3": "transformer"}
-TEXT_ENCODERS = {"sd": ("text_encoder",), "sd3": ("text_encoder", "text_encoder_2")}
-
 
 @dataclass
 class InstanceConfig:
@@ -117,48 +115,6 @@ class PriorConfig:
 
 
 @dataclass
-class LoraSettings:
-    """LoRA adapters: ΔW = (α/r)·B·A on the target layers (humantune.models.lora)."""
-
-    rank: int = option(4, "LoRA rank r (the paper: 4)")
-    alpha: float | None = option(None, "LoRA α (update scale α/r); null: α = r")
-    dropout: float = option(0.0, "dropout on the adapter input")
-    init: Literal["gaussian", "default"] = option("gaussian", "A ~ N(0, 1/r) (diffusers' scripts) or peft's "
-                                                              "Kaiming-uniform; B = 0 either way")
-    target_modules: list[str] | None = option(None, "denoiser layer names (suffixes) to adapt; null: attention "
-                                                    "projections to_q, to_k, to_v, to_out.0 (SD3: add "
-                                                    "add_q_proj, add_k_proj, add_v_proj, to_add_out for the text "
-                                                    "stream)")
-    text_encoder: bool = option(False, "also train LoRA on the CLIP text encoder(s)")
-    text_encoder_target_modules: list[str] | None = option(None, "text-encoder layers; null: q_proj, k_proj, "
-                                                                 "v_proj, out_proj")
-    text_encoder_lr: float = option(5e-6, "peak learning rate of the text-encoder LoRA (same schedule shape)")
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"rank must be at least 1, got {self.rank}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
-        if self.text_encoder_lr <= 0:
-            raise ValueError(f"text_encoder_lr must be positive, got {self.text_encoder_lr}")
-
-
-@dataclass
-class FlowMatchingConfig:
-    """Rectified-flow training of the SD3 family (diffusers' train_dreambooth_lora_sd3.py settings by default)."""
-
-    timestep_sampling: Literal["logit_normal", "uniform"] = option("logit_normal", "σ = sigmoid(u), u ~ N(m, s²); "
-                                                                                   "or σ ~ U(0, 1)")
-    logit_mean: float = option(0.0, "m of the logit-normal density")
-    logit_std: float = option(1.0, "s of the logit-normal density")
-    shift: float | None = option(None, "timestep shift σ' = sσ/(1 + (s−1)σ); null: the base scheduler's shift")
-    weighting: Literal["none", "sigma_sqrt", "cosmap"] = option("none", "loss weight w(σ): 1, σ⁻², or "
-                                                                        "2/(π(1 − 2σ + 2σ²))")
-    precondition_outputs: bool = option(True, "diffusers' default: train x_σ − σ·v_θ against x_0 (the velocity "
-                                              "loss × σ²); false: v_θ against ε − x_0")
-
-
-@dataclass
 class DreamBoothLoraConfig:
     """``humantune train dreambooth-lora``: correct a failing prompt with DreamBooth + LoRA."""
 
@@ -166,8 +122,12 @@ class DreamBoothLoraConfig:
                                          "directory or hub id; StableDiffusionPipeline or StableDiffusion3Pipeline")
     instance: InstanceConfig = option(InstanceConfig(), "the correct images")
     prior: PriorConfig = option(PriorConfig(), "prior preservation")
-    lora: LoraSettings = option(LoraSettings(), "LoRA adapters")
-    flow: FlowMatchingConfig = option(FlowMatchingConfig(), "flow-matching loss (StableDiffusion3Pipeline)")
+    lora: lora.PipelineLoraConfig = option(
+        lora.PipelineLoraConfig(denoiser=lora.LoraConfig(rank=4)),
+        "LoRA adapters: the denoiser's (the paper: rank 4 on to_q/to_k/to_v/to_out.0) and optionally the text "
+        "encoders' (with their own learning_rate, e.g. 5e-6)")
+    flow: FlowMatchingConfig = option(FlowMatchingConfig(precondition_outputs=True),
+                                      "flow-matching loss (StableDiffusion3Pipeline; diffusers' settings)")
     snr_gamma: float | None = option(None, "Min-SNR-γ weighting of the ε loss (StableDiffusionPipeline); null: "
                                            "plain MSE")
     resolution: int | None = option(None, "training (and validation) image size; null: the model's own (its "
@@ -213,41 +173,38 @@ def training_sample_indices(items: torch.Tensor, num_instance: int, num_class: i
 
 
 class DreamBoothLoraTask:
-    """One engine stage: the LoRA-adapted denoiser (and text encoders) on cached latents and text."""
+    """One engine stage: the LoRA-adapted denoiser (and text encoders) on cached latents and text.
 
-    def __init__(self, recipe: DreamBoothLoraRecipe):
-        self.r = recipe
+    ``adapted``: component name → module with an adapter (trained); ``frozen``: the other modules the loss runs;
+    ``latents``: VAE posteriors by sample index (:func:`~humantune.models.encoding.encode_latent_stats`);
+    ``text``: the captions' conditioning by sample index; ``validate(step, out_dir)`` draws validation grids."""
+
+    def __init__(self, family: Family, adapted: dict, frozen: dict, groups: dict[str, lora.LoraConfig],
+                 learning_rate: float, objective: Objective, latents: torch.Tensor, latent_shift: float,
+                 latent_scale: float, text: PromptConditioning, num_instance: int, num_class: int,
+                 prior_loss_weight: float, validate: Callable[[int, Path], dict]):
+        self.family, self.adapted, self.frozen, self.groups = family, adapted, frozen, groups
+        self.learning_rate, self.objective = learning_rate, objective
+        self.latents, self.latent_shift, self.latent_scale, self.text = latents, latent_shift, latent_scale, text
+        self.num_instance, self.num_class, self.prior_loss_weight = num_instance, num_class, prior_loss_weight
+        self._validate = validate
 
     def trainable_modules(self):
-        r = self.r
-        out = {DENOISER[r.family]: r.pipe.components[DENOISER[r.family]]}
-        if r.cfg.lora.text_encoder:
-            out.update({k: r.pipe.components[k] for k in TEXT_ENCODERS[r.family]})
-        return out
+        return dict(self.adapted)
 
     def frozen_modules(self):
-        r = self.r
-        frozen = {"vae": r.pipe.vae}
-        if not r.cfg.lora.text_encoder:
-            frozen.update({k: r.pipe.components[k] for k in TEXT_ENCODERS[r.family]})
-        return frozen
+        return dict(self.frozen)
 
     def attach(self, modules):
         self.modules = modules
 
     def param_groups(self):
-        """The denoiser's adapter at ``learning_rate``; the text encoders' at ``lora.text_encoder_lr`` (the engine
-        scales each group's rate through the same schedule)."""
-        r, lc = self.r, self.r.cfg.lora
-        groups = [{"params": lora.lora_parameters(r.pipe.components[DENOISER[r.family]])}]
-        if lc.text_encoder:
-            text = [p for k in TEXT_ENCODERS[r.family] for p in lora.lora_parameters(r.pipe.components[k])]
-            groups.append({"params": text, "lr_scale": lc.text_encoder_lr / r.cfg.train.learning_rate})
-        return groups
+        """One optimizer group per distinct learning rate (the denoiser's adapter at ``learning_rate``, the text
+        encoders' at their own); the engine scales each through the same schedule."""
+        return lora.lora_param_groups(self.adapted, self.groups, self.learning_rate)
 
     def dataset(self):
-        r = self.r
-        return range(max(r.num_instance, r.num_class) if r.num_class else r.num_instance)
+        return range(max(self.num_instance, self.num_class) if self.num_class else self.num_instance)
 
     def collate(self, items):
         return torch.tensor(items)
@@ -255,46 +212,28 @@ class DreamBoothLoraTask:
     def batch_inputs(self, samples: torch.Tensor, generator: torch.Generator):
         """Latents z₀ (sampled from each sample's cached posterior) and the text conditioning of ``samples``, both
         read at the same sample indices."""
-        r = self.r
-        stats = r.latents[samples]
-        z0 = stats[:, 0] + stats[:, 1] * torch.randn(stats[:, 0].shape, generator=generator)
-        z0 = (z0 - r.latent_shift) * r.latent_scale
-        return z0, r.text_conditioning(samples, self.modules)
+        z0 = sample_latents(self.latents[samples], generator, self.latent_shift, self.latent_scale)
+        return z0, self.text(samples, self.modules)
 
     def loss(self, batch, generator):
-        r, cfg = self.r, self.r.cfg
         device = batch.device
-        samples = training_sample_indices(batch, r.num_instance, r.num_class)
+        samples = training_sample_indices(batch, self.num_instance, self.num_class)
         z0, (cond, pooled) = self.batch_inputs(samples, generator)
-        z0 = z0.to(device)
-        cond = cond.to(device)
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        denoiser = self.modules[DENOISER[r.family]]
-        if r.family == "sd":
-            sched = r.noise_scheduler
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=generator).to(device)
-            pred = denoiser(ddpm_noisy_latents(z0, noise, sched.alphas_cumprod, t), t, cond).sample
-            prediction = sched.config.prediction_type
-            per_sample = per_sample_mse(pred, ddpm_target(z0, noise, sched.alphas_cumprod, t, prediction))
-            if cfg.snr_gamma is not None:
-                per_sample = per_sample * min_snr_weights(sched.alphas_cumprod, t, cfg.snr_gamma, prediction).to(device)
+        noised = self.objective.noise(z0.to(device), generator)
+        denoiser = self.modules[self.family.denoiser]
+        if self.family.name == "sd":
+            output = denoiser(noised.noisy, noised.timesteps, cond.to(device)).sample
         else:
-            f = cfg.flow
-            if f.timestep_sampling == "logit_normal":
-                sigmas = logit_normal_sigmas(len(z0), f.logit_mean, f.logit_std, generator)
-            else:
-                sigmas = torch.rand(len(z0), generator=generator)
-            sigmas = shift_sigmas(sigmas, r.flow_shift).to(device)
-            pred = denoiser(hidden_states=flow_matching_interpolate(z0, noise, sigmas), encoder_hidden_states=cond,
-                            pooled_projections=pooled.to(device), timestep=sigmas * 1000).sample
-            per_sample = flow_matching_dreambooth_loss(pred, z0, noise, sigmas, f.weighting, f.precondition_outputs)
-        if r.num_class:
-            total, instance, prior = prior_preservation_loss(per_sample, cfg.prior.loss_weight)
+            output = denoiser(hidden_states=noised.noisy, encoder_hidden_states=cond.to(device),
+                              pooled_projections=pooled.to(device), timestep=noised.timesteps).sample
+        per_sample = self.objective.loss(output, noised)
+        if self.num_class:
+            total, instance, prior = prior_preservation_loss(per_sample, self.prior_loss_weight)
             return total, {"instance_loss": instance.item(), "prior_loss": prior.item()}
         return per_sample.mean(), {}
 
     def validate(self, step, out_dir):
-        return self.r.validation_grid(step, out_dir)
+        return self._validate(step, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------- recipe
@@ -327,11 +266,7 @@ class DreamBoothLoraRecipe:
         # the adapters are kept in float32 for the optimizer.
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.train.mixed_precision, torch.float32)
         self.pipe = pipe = load_pipeline(self.source, dtype=dtype)
-        name = type(pipe).__name__
-        if name not in FAMILIES:
-            raise HumantuneError(f"base_model '{cfg.base_model}' is a {name}; dreambooth-lora trains "
-                                 f"{' or '.join(FAMILIES)}")
-        self.family = FAMILIES[name]
+        self.family = family_of(pipe, f"base_model '{cfg.base_model}' (dreambooth-lora trains either)")
         for m in pipe.components.values():
             if isinstance(m, torch.nn.Module):
                 m.requires_grad_(False).eval()
@@ -341,32 +276,25 @@ class DreamBoothLoraRecipe:
         instance = self._instance_samples()
         klass = self._class_samples() if cfg.prior.enabled else []
         self.num_instance, self.num_class = len(instance), len(klass)
-        images = [im for im, _ in instance + klass]
         self.captions = [c for _, c in instance + klass]
         vae = pipe.vae
         self.latent_scale = vae.config.scaling_factor
-        self.latent_shift = (vae.config.shift_factor or 0.0) if self.family == "sd3" else 0.0
-        self.latents = encode_latents(vae.float(), images)
+        self.latent_shift = (vae.config.shift_factor or 0.0) if self.family.name == "sd3" else 0.0
+        pixels = torch.stack([to_chw(im) for im, _ in instance + klass])
+        self.latents = encode_latent_stats(vae.float(), pixels)
         self.max_sequence_length = self._max_sequence_length()
-        self._cache_text()
-        if self.family == "sd":
+        self.text = PromptConditioning(pipe, self.family, self.captions, cfg.lora.text_encoder is not None,
+                                       self.max_sequence_length, self.trainer.device)
+        if self.family.name == "sd":
             from diffusers import DDPMScheduler
 
-            self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+            self.objective = DDPMObjective(DDPMScheduler.from_config(pipe.scheduler.config), cfg.snr_gamma)
         else:
-            self.flow_shift = cfg.flow.shift if cfg.flow.shift is not None else \
-                float(pipe.scheduler.config.get("shift", 1.0))
+            shift = cfg.flow.shift if cfg.flow.shift is not None else float(pipe.scheduler.config.get("shift", 1.0))
+            self.objective = RectifiedFlowObjective(cfg.flow, shift)
         torch.manual_seed(cfg.train.seed)   # the adapters' initial A matrices
-        lc = cfg.lora
-        self.adapted = {DENOISER[self.family]: lora.add_lora(pipe.components[DENOISER[self.family]], lc.rank, lc.alpha,
-                                                             lc.dropout, lc.init, lc.target_modules)}
-        if lc.text_encoder:
-            for k in TEXT_ENCODERS[self.family]:
-                self.adapted[k] = lora.add_lora(pipe.components[k], lc.rank, lc.alpha, lc.dropout, lc.init,
-                                                lc.text_encoder_target_modules)
-        for k in self.adapted:
-            for p in lora.lora_parameters(pipe.components[k]):
-                p.data = p.data.float()
+        self.lora_groups = cfg.lora.groups(self.family)
+        self.adapted = lora.add_adapters(pipe.components, self.lora_groups)
         self._base_validation = None
 
     def _resolution(self) -> int:
@@ -374,10 +302,10 @@ class DreamBoothLoraRecipe:
 
         cfg, pipe = self.cfg, self.pipe
         size = cfg.resolution or model_info(Path(self.source)).get("generation", {}).get("height")
-        denoiser = pipe.components[DENOISER[self.family]]
+        denoiser = pipe.components[self.family.denoiser]
         if size is None:
             size = denoiser.config.sample_size * pipe.vae_scale_factor
-        if self.family == "sd3":
+        if self.family.name == "sd3":
             multiple = pipe.vae_scale_factor * denoiser.config.patch_size
         else:
             multiple = pipe.vae_scale_factor * 2 ** (len(denoiser.config.block_out_channels) - 1)
@@ -392,7 +320,7 @@ class DreamBoothLoraRecipe:
         return generation_settings(self.source, self.cfg.inference_steps, self.cfg.guidance_scale, self.resolution)
 
     def _max_sequence_length(self) -> int:
-        if self.family != "sd3":
+        if self.family.name != "sd3":
             return 0
         if self.cfg.max_sequence_length is not None:
             return self.cfg.max_sequence_length
@@ -401,7 +329,7 @@ class DreamBoothLoraRecipe:
     def _instance_samples(self) -> list[tuple[Image.Image, str]]:
         """(image at the training resolution, caption) of every instance image."""
         from humantune.data.loaders import open_pose_dataset
-        from humantune.eval.anomaly_study import collect
+        from humantune.data.mannequin.prompted import collect
 
         ic = self.cfg.instance
         folder = ic.dir
@@ -424,7 +352,7 @@ class DreamBoothLoraRecipe:
                     raise HumantuneError(f"instance image {s.sample_id or i} in {folder} has no caption: give exactly "
                                          f"one instance.prompts entry to caption it (got {len(ic.prompts)})")
                 caption = ic.prompts[0]
-            samples.append((square_resize(s.image, self.resolution), caption))
+            samples.append((resize_centre_crop(s.image, self.resolution), caption))
         return samples
 
     def _class_samples(self) -> list[tuple[Image.Image, str]]:
@@ -450,52 +378,22 @@ class DreamBoothLoraRecipe:
                 write_jsonl_atomic(tmp / "metadata.jsonl", rows)
                 write_json_atomic(tmp / "class.json", wanted)
         dataset = open_pose_dataset(folder)
-        return [(square_resize(dataset[i].image, self.resolution), dataset[i].caption) for i in range(len(dataset))]
-
-    @torch.no_grad()
-    def _cache_text(self) -> None:
-        """Text conditioning per sample index: the pipeline's own prompt embeddings when the text encoders are
-        frozen; token ids (and, for SD3, the T5 part of the embeddings) when their LoRA trains."""
-        pipe, captions, device = self.pipe, self.captions, self.trainer.device
-        unique = list(dict.fromkeys(captions))
-        where = torch.tensor([unique.index(c) for c in captions])
-        if self.family == "sd":
-            embeds = torch.cat([pipe.encode_prompt(unique[i:i + 16], device, 1, False)[0].float().cpu()
-                                for i in range(0, len(unique), 16)])
-            pooled = None
-        else:
-            parts = [pipe.encode_prompt(unique[i:i + 16], None, None, device=device, do_classifier_free_guidance=False,
-                                        max_sequence_length=self.max_sequence_length)
-                     for i in range(0, len(unique), 16)]
-            embeds = torch.cat([p[0].float().cpu() for p in parts])
-            pooled = torch.cat([p[2].float().cpu() for p in parts])
-        self.text_embeds = embeds[where]
-        self.text_pooled = None if pooled is None else pooled[where]
-        if self.cfg.lora.text_encoder:
-            self.token_ids = [tokenize(pipe.components[k], captions) for k in tiny.TOKENIZERS[self.family]]
-
-    def text_conditioning(self, samples: torch.Tensor, modules: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(encoder hidden states, pooled projections or None) of ``samples``, read by sample index."""
-        if not self.cfg.lora.text_encoder:
-            return self.text_embeds[samples], None if self.text_pooled is None else self.text_pooled[samples]
-        device = next(modules["text_encoder"].parameters()).device
-        ids = [t[samples].to(device) for t in self.token_ids]
-        if self.family == "sd":
-            return tiny.encode_prompt_sd(modules["text_encoder"], ids[0]), None
-        length = self.max_sequence_length
-        denoiser = self.pipe.components["transformer"]
-        clip, pooled = tiny.encode_prompt_sd3(modules["text_encoder"], modules["text_encoder_2"], ids[0], ids[1],
-                                              denoiser.config.joint_attention_dim, length)
-        t5 = self.text_embeds[samples][:, -length:].to(device)   # zeros without T5, as the pipeline fills them
-        return torch.cat([clip[:, :-length], t5], dim=1), pooled
+        return [(resize_centre_crop(dataset[i].image, self.resolution), dataset[i].caption) for i in range(len(dataset))]
 
     # -- train
 
     def train(self) -> dict:
-        cfg = self.cfg
-        self.task = DreamBoothLoraTask(self)
+        cfg, pipe = self.cfg, self.pipe
+        adapted = {k: pipe.components[k] for k in self.adapted}
+        frozen = {"vae": pipe.vae}
+        if cfg.lora.text_encoder is None:
+            frozen.update({k: pipe.components[k] for k in self.family.text_encoders})
+        self.task = DreamBoothLoraTask(
+            self.family, adapted, frozen, self.lora_groups, cfg.train.learning_rate, self.objective, self.latents,
+            self.latent_shift, self.latent_scale, self.text, self.num_instance, self.num_class,
+            cfg.prior.loss_weight, self.validation_grid)
         return self.trainer.fit(self.task, cfg.train, self.out / "dreambooth", resume=self.resume,
-                                desc=f"dreambooth-lora ({self.family})")
+                                desc=f"dreambooth-lora ({self.family.name})")
 
     def validation_prompts(self) -> list[str]:
         cfg = self.cfg
@@ -526,12 +424,7 @@ class DreamBoothLoraRecipe:
             for m, was in training.items():
                 m.train(was)
         out_dir.mkdir(parents=True, exist_ok=True)
-        w, h = tuned[0].size
-        grid = Image.new("RGB", (w * len(prompts), 2 * h))
-        for i, (b, t) in enumerate(zip(self._base_validation, tuned)):
-            grid.paste(b, (i * w, 0))
-            grid.paste(t, (i * w, h))
-        grid.save(out_dir / f"samples_step_{step:06d}.png")
+        image_grid([self._base_validation, tuned]).save(out_dir / f"samples_step_{step:06d}.png")
         return {}
 
     # -- save
@@ -542,48 +435,19 @@ class DreamBoothLoraRecipe:
         components = {k: self.trainer.unwrap(self.pipe.components[k]) for k in self.adapted}
         lora.save_lora(type(self.pipe), lora_dir, components)
         info = {
-            "recipe": "dreambooth-lora", "base_model": str(cfg.base_model), "family": self.family,
+            "recipe": "dreambooth-lora", "base_model": str(cfg.base_model), "family": self.family.name,
             "pipeline": type(self.pipe).__name__, "resolution": self.resolution,
             "instance_prompts": cfg.instance.prompts, "num_instance_images": self.num_instance,
             "num_class_images": self.num_class, "adapted_layers": {k: len(v) for k, v in self.adapted.items()},
             "lora": config_to_dict(cfg.lora), "steps": cfg.train.max_steps, "summary": summary,
             "generation": self.generation, "seconds": seconds,
         }
-        write_json_atomic(lora_dir / "humantune_lora.json", json.loads(json.dumps(info, default=str)))
+        write_json_atomic(lora_dir / "humantune_lora.json", json_safe(info))
         write_text_atomic(lora_dir / "README.md", lora_card(info))
         return lora_dir
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
-
-
-def square_resize(image: Image.Image, size: int) -> Image.Image:
-    """Resize the short side to ``size`` (bilinear), then crop the centre square (diffusers' ``--center_crop``)."""
-    image = image.convert("RGB")
-    w, h = image.size
-    scale = size / min(w, h)
-    if (w, h) != (size, size):
-        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-@torch.no_grad()
-def encode_latents(vae, images: list[Image.Image], batch_size: int = 16) -> torch.Tensor:
-    """VAE posterior mean and std of every image, by sample index: (N, 2, C, h, w), float32 on the CPU."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.stack([np.asarray(im) for im in images[i:i + batch_size]])).permute(0, 3, 1, 2)
-        x = (x.float() / 127.5 - 1.0).to(vae.device, vae.dtype)
-        d = vae.encode(x).latent_dist
-        out.append(torch.stack([d.mean, d.std], 1).float().cpu())
-    return torch.cat(out)
-
-
-def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
 
 
 def lora_card(info: dict) -> str:
@@ -600,7 +464,7 @@ def lora_card(info: dict) -> str:
     prompts = "\n".join(f"- {p}" for p in info["instance_prompts"])
     return (f"# DreamBooth-LoRA for {info['base_model']}\n\n"
             f"LoRA adapters trained by `humantune train dreambooth-lora` ({info['pipeline']}, {info['resolution']}² "
-            f"images, {info['steps']} steps, rank {info['lora']['rank']}) on {data} for:\n\n{prompts}\n\n"
+            f"images, {info['steps']} steps, rank {info['lora']['denoiser']['rank']}) on {data} for:\n\n{prompts}\n\n"
             f"Load with stock diffusers:\n\n```python\n{load}pipe.load_lora_weights(\"PATH/TO/THIS/FOLDER\")\n```\n\n"
             "Compare it with its base: `humantune anomaly compare --base BASE --tuned PATH/TO/THIS/FOLDER "
             "--prompts PROMPTS.txt`. Settings: `humantune_lora.json`.\n")

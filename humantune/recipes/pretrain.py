@@ -24,7 +24,6 @@ Assumes: square images of ``world.size``; single-process data caching (latents a
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +38,12 @@ from humantune.data.loaders import load_rgb, read_jsonl
 from humantune.data.mannequin.world import MannequinConfig, write_world
 from humantune.errors import HumantuneError
 from humantune.io import atomic_path, write_json_atomic
-from humantune.losses.denoising import (
-    ddpm_noisy_latents, ddpm_target, flow_matching_interpolate, flow_matching_loss, logit_normal_sigmas,
-    min_snr_weights, per_sample_mse, shift_sigmas,
-)
+from humantune.losses.objectives import DDPMObjective, FlowMatchingConfig, RectifiedFlowObjective, sample_latents
 from humantune.models import tiny
-from humantune.models.tokenizer import build_clip_tokenizer, caption_words
+from humantune.models.encoding import cached_tensors, digest, encode_latent_stats, to_unit_range
+from humantune.models.families import FAMILIES
+from humantune.models.tokenizer import build_clip_tokenizer, caption_words, tokenize
+from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig
 
 DEFAULT_VALIDATION_PROMPTS = [
@@ -57,17 +56,6 @@ DEFAULT_VALIDATION_PROMPTS = [
     "a man in an orange shirt and gray trousers lying on the grass",
     "a woman in a purple t-shirt and blue jeans lying on the street",
 ]
-
-
-@dataclass
-class FlowConfig:
-    """Rectified-flow training of the SD3 family (``shared/papers.md`` §4 reference settings)."""
-
-    logit_mean: float = option(0.0, "mean of the logit-normal timestep density")
-    logit_std: float = option(1.0, "std of the logit-normal timestep density")
-    shift: float = option(1.0, "timestep shift s (SD3 uses 3.0 at 1024²; 1.0 suits 16² latents); also the "
-                                "scheduler's shift at inference")
-    weighting: Literal["none", "logit_normal", "sigma_sqrt", "cosmap"] = option("none", "loss weighting w(σ)")
 
 
 @dataclass
@@ -99,12 +87,15 @@ class PretrainConfig:
     caption_dropout: float = option(0.1, "probability of training on the empty prompt (for classifier-free guidance)")
     snr_gamma: float | None = option(None, "family sd: Min-SNR-γ loss weighting (5.0 is the paper's choice; null: "
                                            "plain MSE)")
-    flow: FlowConfig = option(FlowConfig(), "flow-matching settings (family sd3)")
+    flow: FlowMatchingConfig = option(FlowMatchingConfig(shift=1.0), "flow-matching settings (family sd3; shift is "
+                                                                       "also the scheduler's at inference)")
     validation_prompts: list[str] = option(DEFAULT_VALIDATION_PROMPTS, "prompts of the validation grids")
     inference_steps: int = option(30, "sampling steps for validation and the saved generation defaults")
     guidance_scale: float = option(4.0, "classifier-free guidance for validation and the saved defaults")
 
     def __post_init__(self) -> None:
+        if self.flow.shift is None:
+            raise ValueError("flow.shift must be set: pretraining has no base scheduler to take it from")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be within [0, 1), got {self.caption_dropout}")
         factor = 2 ** (len(self.vae.block_out_channels) - 1)
@@ -130,11 +121,6 @@ def load_world_images(world_dir: Path) -> tuple[torch.Tensor, list[str]]:
     if len(sizes) != 1:
         raise HumantuneError(f"{world_dir}: images must all have one size to pretrain, found {sorted(sizes)}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), [r.get("text", "") for _, r in rows]
-
-
-def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float [−1, 1], the range the VAE encodes."""
-    return images_uint8.float() / 127.5 - 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------- tasks
@@ -190,15 +176,17 @@ class VaeTask:
 
 
 class DenoiserTask:
-    """The text-to-image denoiser and its text encoder(s), trained jointly on cached latents."""
+    """The text-to-image denoiser and its text encoder(s), trained jointly on cached latents; captions are dropped
+    (replaced by the empty prompt) with probability ``caption_dropout``."""
 
-    def __init__(self, cfg: PretrainConfig, parts: dict, latents: torch.Tensor, ids: list[torch.Tensor],
-                 empty_ids: list[torch.Tensor], noise_scheduler, validation_fn):
-        self.cfg, self.parts, self.latents, self.ids, self.empty_ids = cfg, parts, latents, ids, empty_ids
-        self.noise_scheduler, self.validation_fn = noise_scheduler, validation_fn
+    def __init__(self, family, parts: dict, objective, latents: torch.Tensor, ids: list[torch.Tensor],
+                 empty_ids: list[torch.Tensor], caption_dropout: float, max_sequence_length: int, validate):
+        self.family, self.parts, self.objective, self.latents = family, parts, objective, latents
+        self.ids, self.empty_ids, self.caption_dropout = ids, empty_ids, caption_dropout
+        self.max_sequence_length, self._validate = max_sequence_length, validate
 
     def trainable_modules(self):
-        return {k: self.parts[k] for k in tiny.TRAINABLE[self.cfg.family]}
+        return {k: self.parts[k] for k in self.family.trainable}
 
     def frozen_modules(self):
         return {}
@@ -212,48 +200,27 @@ class DenoiserTask:
     def collate(self, indices):
         return torch.tensor(indices)
 
-    def _batch(self, index: torch.Tensor, generator: torch.Generator):
-        index = index.cpu()
-        stats = self.latents[index]                      # (B, 2, C, h, w): posterior mean and std
-        z0 = stats[:, 0] + stats[:, 1] * torch.randn(stats[:, 0].shape, generator=generator)
-        drop = torch.rand(len(index), generator=generator) < self.cfg.caption_dropout
-        ids = [torch.where(drop[:, None], e[None].expand(len(index), -1), t[index]) for t, e in zip(self.ids, self.empty_ids)]
-        return z0, ids
-
     def loss(self, batch, generator):
-        device = batch.device
-        z0, ids = self._batch(batch, generator)
-        scaling = self.parts["vae"].config.scaling_factor
-        shift = self.parts["vae"].config.shift_factor or 0.0
-        z0 = ((z0 - shift) * scaling).to(device)
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        ids = [t.to(device) for t in ids]
+        device, index = batch.device, batch.cpu()
+        vae = self.parts["vae"].config
+        z0 = sample_latents(self.latents[index], generator, vae.shift_factor or 0.0, vae.scaling_factor).to(device)
+        drop = torch.rand(len(index), generator=generator) < self.caption_dropout
+        ids = [torch.where(drop[:, None], e[None].expand(len(index), -1), t[index]).to(device)
+               for t, e in zip(self.ids, self.empty_ids)]
+        noised = self.objective.noise(z0, generator)
         m = self.modules
-        if self.cfg.family == "sd":
-            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(z0),), generator=generator).to(device)
-            zt = ddpm_noisy_latents(z0, noise, self.noise_scheduler.alphas_cumprod, t)
-            cond = tiny.encode_prompt_sd(m["text_encoder"], ids[0])
-            pred = m["unet"](zt, t, cond).sample
-            prediction = self.noise_scheduler.config.prediction_type
-            target = ddpm_target(z0, noise, self.noise_scheduler.alphas_cumprod, t, prediction)
-            loss = per_sample_mse(pred, target)
-            if self.cfg.snr_gamma is not None:
-                loss = loss * min_snr_weights(self.noise_scheduler.alphas_cumprod, t, self.cfg.snr_gamma,
-                                              prediction).to(device)
-            return loss.mean(), {}
-        f = self.cfg.flow
-        sigmas = shift_sigmas(logit_normal_sigmas(len(z0), f.logit_mean, f.logit_std, generator), f.shift).to(device)
-        xt = flow_matching_interpolate(z0, noise, sigmas)
-        transformer = m["transformer"]
-        cfg_t = self.parts["transformer"].config
-        cond, pooled = tiny.encode_prompt_sd3(m["text_encoder"], m["text_encoder_2"], ids[0], ids[1],
-                                              cfg_t.joint_attention_dim, self.cfg.transformer.max_sequence_length)
-        pred = transformer(hidden_states=xt, encoder_hidden_states=cond, pooled_projections=pooled,
-                           timestep=sigmas * 1000).sample
-        return flow_matching_loss(pred, z0, noise, sigmas, f.weighting).mean(), {}
+        if self.family.name == "sd":
+            output = m["unet"](noised.noisy, noised.timesteps, tiny.encode_prompt_sd(m["text_encoder"], ids[0])).sample
+        else:
+            cond, pooled = tiny.encode_prompt_sd3(m["text_encoder"], m["text_encoder_2"], ids[0], ids[1],
+                                                  self.parts["transformer"].config.joint_attention_dim,
+                                                  self.max_sequence_length)
+            output = m["transformer"](hidden_states=noised.noisy, encoder_hidden_states=cond,
+                                      pooled_projections=pooled, timestep=noised.timesteps).sample
+        return self.objective.loss(output, noised).mean(), {}
 
     def validate(self, step, out_dir):
-        return self.validation_fn(step, out_dir)
+        return self._validate(step, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------- recipe
@@ -281,11 +248,14 @@ class PretrainRecipe:
             vae = self._vae(images)
             parts = self._build(vae, tokenizer)
         latents = self._encode(vae, images)
-        ids = [self._tokenize(parts[k], captions) for k in tiny.TOKENIZERS[cfg.family]]
-        empty = [self._tokenize(parts[k], [""])[0] for k in tiny.TOKENIZERS[cfg.family]]
+        family = FAMILIES[cfg.family]
+        ids = [tokenize(parts[k], captions) for k in family.tokenizers]
+        empty = [tokenize(parts[k], [""])[0] for k in family.tokenizers]
         noise_scheduler, _ = tiny.ddpm_schedulers()
-        task = DenoiserTask(cfg, parts, latents, ids, empty, noise_scheduler,
-                            lambda step, d: self._validate_denoiser(parts, step, d))
+        objective = DDPMObjective(noise_scheduler, cfg.snr_gamma) if cfg.family == "sd" else \
+            RectifiedFlowObjective(cfg.flow, cfg.flow.shift)
+        task = DenoiserTask(family, parts, objective, latents, ids, empty, cfg.caption_dropout,
+                            cfg.transformer.max_sequence_length, lambda step, d: self._validate_denoiser(parts, step, d))
         summary = self.trainer.fit(task, cfg.train, out / "denoiser", resume=self.resume, desc=f"{cfg.name} denoiser")
         model_dir = self._save(parts, time.perf_counter() - t_start, summary)
         return model_dir
@@ -353,51 +323,22 @@ class PretrainRecipe:
 
         cfg = self.cfg
         pipe = load_pipeline(cfg.init_from)
-        expected = tiny.PIPELINE_CLASS[cfg.family]
+        expected = FAMILIES[cfg.family].pipeline
         if type(pipe).__name__ != expected:
             raise HumantuneError(f"init_from '{cfg.init_from}' is a {type(pipe).__name__}; family {cfg.family} needs "
                                  f"a {expected}")
-        keys = ("vae",) + tiny.TOKENIZERS[cfg.family] + tiny.TRAINABLE[cfg.family]
+        keys = ("vae",) + FAMILIES[cfg.family].tokenizers + FAMILIES[cfg.family].trainable
         return {k: pipe.components[k] for k in keys}
 
-    @staticmethod
-    def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids
-
-    @torch.no_grad()
     def _encode(self, vae, images: torch.Tensor) -> torch.Tensor:
         """Posterior mean and std of every image, cached by sample index: (N, 2, C, h, w). Kept in
         ``OUTPUT/denoiser/latents.safetensors`` with a digest of the VAE's weights and the images, so a resumed run
         skips the encoding and a changed VAE or world re-encodes."""
-        from safetensors.torch import load_file, save_file
-        from tqdm import tqdm
-
-        digest = hashlib.sha256()
-        for name, tensor in sorted(vae.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        digest.update(images.numpy().tobytes())
-        key = digest.hexdigest()
-        cache = self.out / "denoiser" / "latents.safetensors"
-        if cache.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(cache), "pt") as f:
-                if (f.metadata() or {}).get("digest") == key:
-                    return load_file(str(cache))["latents"]
         vae.eval()
-        out = []
-        for i in tqdm(range(0, len(images), 64), desc="encoding latents", unit="batch",
-                      disable=not self.trainer.is_main):
-            d = vae.encode(to_unit_range(images[i:i + 64])).latent_dist
-            out.append(torch.stack([d.mean, d.std], 1))
-        latents = torch.cat(out)
-        if self.trainer.is_main:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cache) as tmp:
-                save_file({"latents": latents.contiguous()}, str(tmp), metadata={"digest": key})
-        return latents
+        return cached_tensors(
+            self.out / "denoiser" / "latents.safetensors", digest(vae, images),
+            lambda: {"latents": encode_latent_stats(vae, images, batch_size=64, progress=self.trainer.is_main)},
+            write=self.trainer.is_main)["latents"]
 
     def pipeline(self, parts: dict):
         cfg = self.cfg
@@ -433,8 +374,7 @@ class PretrainRecipe:
             m.train()
         parts["vae"].eval()
         out_dir.mkdir(parents=True, exist_ok=True)
-        grid = _image_row(images)
-        grid.save(out_dir / f"samples_step_{step:06d}.png")
+        image_grid([images]).save(out_dir / f"samples_step_{step:06d}.png")
         return {}
 
     def _save(self, parts: dict, seconds: float, summary: dict) -> Path:
@@ -456,14 +396,6 @@ class PretrainRecipe:
 def _save_grid(grid: torch.Tensor, path: Path) -> None:
     arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(arr).save(path)
-
-
-def _image_row(images: list[Image.Image]) -> Image.Image:
-    w, h = images[0].size
-    canvas = Image.new("RGB", (w * len(images), h))
-    for i, im in enumerate(images):
-        canvas.paste(im, (i * w, 0))
-    return canvas
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

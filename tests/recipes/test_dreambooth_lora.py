@@ -15,9 +15,10 @@ from PIL import Image
 
 from humantune.config import load_config
 from humantune.errors import ConfigError, HumantuneError
+from humantune.data.prepare import resize_centre_crop, to_chw
+from humantune.models.encoding import encode_latent_stats
 from humantune.recipes.dreambooth_lora import (
-    DreamBoothLoraConfig, DreamBoothLoraRecipe, DreamBoothLoraTask, encode_latents, square_resize,
-    train_dreambooth_lora, training_sample_indices,
+    DreamBoothLoraConfig, DreamBoothLoraRecipe, DreamBoothLoraTask, train_dreambooth_lora, training_sample_indices,
 )
 from humantune.train.engine import StepBatches, read_metrics
 from tests.tiny_pipelines import TRANSFORMER, save_pipeline
@@ -56,7 +57,7 @@ def test_training_sample_indices_batch_instance_then_class_halves():
 
 @pytest.mark.parametrize("family,text_encoder", [("sd3", False), ("sd3", True), ("sd", True)])
 def test_caches_are_keyed_by_sample_index_under_shuffled_batches(bases, tmp_path, family, text_encoder):
-    cfg = _config(bases[family], **{"prior.enabled": True, "lora.text_encoder": text_encoder})
+    cfg = _config(bases[family], **{"prior.enabled": True, "lora.text_encoder": {"rank": 4} if text_encoder else None})
     recipe = DreamBoothLoraRecipe(cfg, tmp_path / "run")
     recipe.setup()
     pipe = recipe.pipe
@@ -66,7 +67,9 @@ def test_caches_are_keyed_by_sample_index_under_shuffled_batches(bases, tmp_path
     rows += [(tmp_path / "run/class_images" / json.loads(line)["file_name"], json.loads(line)["text"])
              for line in (tmp_path / "run/class_images/metadata.jsonl").read_text().splitlines()]
     assert len({text for _, text in rows}) == len(rows) == 5                     # every caption distinct
-    task = DreamBoothLoraTask(recipe)
+    task = DreamBoothLoraTask(recipe.family, {}, {}, recipe.lora_groups, 1e-4, recipe.objective, recipe.latents,
+                              recipe.latent_shift, recipe.latent_scale, recipe.text, recipe.num_instance,
+                              recipe.num_class, 1.0, lambda step, out: {})
     task.attach({k: pipe.components[k] for k in ("text_encoder", "text_encoder_2") if k in pipe.components})
     batches = StepBatches(len(task.dataset()), 2, 1, 1, 0, seed=7, start_step=0, max_steps=6)
     seen_orders = set()
@@ -75,7 +78,8 @@ def test_caches_are_keyed_by_sample_index_under_shuffled_batches(bases, tmp_path
         seen_orders.add(tuple(samples.tolist()))
         with torch.no_grad():
             z0, (cond, pooled) = task.batch_inputs(samples, torch.Generator().manual_seed(0))
-            stats = encode_latents(pipe.vae, [square_resize(Image.open(rows[s][0]), 32) for s in samples.tolist()])
+            stats = encode_latent_stats(pipe.vae, torch.stack([to_chw(resize_centre_crop(Image.open(rows[s][0]), 32))
+                                                               for s in samples.tolist()]))
             eps = torch.randn(stats[:, 0].shape, generator=torch.Generator().manual_seed(0))
             torch.testing.assert_close(z0, (stats[:, 0] + stats[:, 1] * eps - recipe.latent_shift)
                                        * recipe.latent_scale)
@@ -92,7 +96,7 @@ def test_caches_are_keyed_by_sample_index_under_shuffled_batches(bases, tmp_path
 
 @pytest.mark.parametrize("family", ["sd", "sd3"])
 def test_trained_lora_loads_in_stock_diffusers_and_computes_what_training_left(bases, tmp_path, family):
-    recipe = DreamBoothLoraRecipe(_config(bases[family], **{"lora.text_encoder": True}), tmp_path / "run")
+    recipe = DreamBoothLoraRecipe(_config(bases[family], **{"lora.text_encoder": {"rank": 4}}), tmp_path / "run")
     lora_dir = recipe.run()
     assert lora_dir == tmp_path / "run" / "lora" and (lora_dir / "pytorch_lora_weights.safetensors").is_file()
     info = json.loads((lora_dir / "humantune_lora.json").read_text())
@@ -123,7 +127,7 @@ def test_trained_lora_loads_in_stock_diffusers_and_computes_what_training_left(b
 
 def test_text_encoder_lora_steps_with_its_own_learning_rate(bases, tmp_path):
     # Adam's first update is lr·sign(g) per element, and B starts at 0: after one step |B| equals each group's lr.
-    cfg = _config(bases["sd"], **{"lora.text_encoder": True, "lora.text_encoder_lr": 3e-6, "train.max_steps": 1,
+    cfg = _config(bases["sd"], **{"lora.text_encoder": {"rank": 4, "learning_rate": 3e-6}, "train.max_steps": 1,
                                   "train.learning_rate": 2e-4, "train.weight_decay": 0.0})
     recipe = DreamBoothLoraRecipe(cfg, tmp_path / "run")
     recipe.run()
@@ -134,7 +138,7 @@ def test_text_encoder_lora_steps_with_its_own_learning_rate(bases, tmp_path):
 
 
 def test_interrupted_run_resumes_exactly(bases, tmp_path):
-    cfg = _config(bases["sd3"], **{"prior.enabled": True, "lora.text_encoder": True})
+    cfg = _config(bases["sd3"], **{"prior.enabled": True, "lora.text_encoder": {"rank": 4}})
     train_dreambooth_lora(cfg, tmp_path / "run")
     full = read_metrics(tmp_path / "run" / "dreambooth")
     stage = tmp_path / "run" / "dreambooth"
@@ -172,8 +176,8 @@ def test_instance_folder_captions_and_bad_inputs(bases, tmp_path):
     with pytest.raises(ConfigError, match="resolution 34 must be a multiple of 4"):
         DreamBoothLoraRecipe(_config(bases["sd"], resolution=34), tmp_path / "res").setup()
     path = tmp_path / "typo.yaml"
-    path.write_text(yaml.safe_dump({"lora": {"rnak": 4}}))
-    with pytest.raises(ConfigError, match="lora.rnak"):
+    path.write_text(yaml.safe_dump({"lora": {"denoiser": {"rnak": 4}}}))
+    with pytest.raises(ConfigError, match="lora.denoiser.rnak"):
         load_config(DreamBoothLoraConfig, path)
 
 
@@ -182,7 +186,7 @@ def test_shipped_configs_load(bases):
     assert names == ["sd15.yaml", "sd3_medium.yaml", "tiny-sd-lying.yaml", "tiny-sd3-lying.yaml"]
     for name in names:
         cfg = load_config(DreamBoothLoraConfig, CONFIGS / name)
-        assert cfg.instance.prompts and cfg.lora.rank >= 1
+        assert cfg.instance.prompts and cfg.lora.denoiser.rank >= 1
     real = load_config(DreamBoothLoraConfig, CONFIGS / "sd3_medium.yaml")
-    assert (real.resolution, real.lora.rank, real.train.max_steps, real.train.gradient_accumulation_steps) == \
+    assert (real.resolution, real.lora.denoiser.rank, real.train.max_steps, real.train.gradient_accumulation_steps) == \
         (1024, 4, 500, 4)
