@@ -317,10 +317,12 @@ def build_report(result: dict, study_dir: Path, examples: int = 6) -> HtmlReport
         if g == "per_participant":
             continue
         a, rc = result["attention_checks"][g], result["repeat_consistency"][g]
-        rows.append({"measure": f"attention checks passed ({g})", "value": a["rate"],
-                     "detail": f"{a['passed']} of {a['n']} {_ci(a['ci95'])}"})
-        rows.append({"measure": f"same answer on a repeated pair ({g})", "value": rc["rate"],
-                     "detail": f"{rc['consistent']} of {rc['n']} {_ci(rc['ci95'])}"})
+        if a["n"]:
+            rows.append({"measure": f"attention checks passed ({g})", "value": a["rate"],
+                         "detail": f"{a['passed']} of {a['n']} {_ci(a['ci95'])}"})
+        if rc["n"]:
+            rows.append({"measure": f"same answer on a repeated pair ({g})", "value": rc["rate"],
+                         "detail": f"{rc['consistent']} of {rc['n']} {_ci(rc['ci95'])}"})
     report.table(rows, float_format="{:.3f}")
     if result["judges"]:
         report.heading("Judges against the people's majority")
