@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark_io import print_table, write_result  # noqa: E402
 
+from humantune.data.mannequin.prompted import parse_caption  # noqa: E402
 from humantune.data.mannequin.world import MannequinConfig, render_sample  # noqa: E402
 from humantune.eval.anatomy import anatomy_checks, anomaly_score  # noqa: E402
-from humantune.eval.attributes import parse_caption, read_attributes  # noqa: E402
+from humantune.eval.attributes import read_attributes  # noqa: E402
 from humantune.eval.pose_estimators import MediaPipePoseEstimator  # noqa: E402
 from humantune.eval.preference import wilson_interval  # noqa: E402
 from humantune.models.generation import generate_images, load_pipeline, model_info, resolve_model  # noqa: E402
