@@ -46,10 +46,6 @@ class BodyShape:
     limb_width: float = 0.052      # upper-arm diameter; other limbs scale from it
     torso_depth_ratio: float = 0.62  # chest depth / chest width, for the projected torso width when turned
 
-    @property
-    def hip_height(self) -> float:
-        return self.ankle_height + self.shin + self.thigh
-
 
 def sample_body_shape(rng: np.random.Generator, child: bool, build: str) -> BodyShape:
     """Sample proportions: children have bigger heads and shorter legs; build scales widths."""
