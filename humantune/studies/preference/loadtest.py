@@ -196,17 +196,21 @@ def run_load(study: Path, kill_after: int | None = None, retry_window_s: float =
             t.join(timeout=30)
         server.stop()
     checks = verify(study / DB_NAME, result.accepted)
-    ms = lambda xs, q: float(np.percentile(np.asarray(xs) * 1000, q)) if xs else None  # noqa: E731
     return {
         "participants": len(tokens), "votes_accepted": len(result.accepted), "wall_s": wall,
         "votes_per_s": len(result.accepted) / wall if wall else None,
-        "vote_latency_ms": {"p50": ms(result.vote_latency_s, 50), "p99": ms(result.vote_latency_s, 99),
-                            "max": ms(result.vote_latency_s, 100)},
-        "next_latency_ms": {"p50": ms(result.next_latency_s, 50), "p99": ms(result.next_latency_s, 99)},
+        "vote_latency_ms": {"p50": _ms(result.vote_latency_s, 50), "p99": _ms(result.vote_latency_s, 99),
+                            "max": _ms(result.vote_latency_s, 100)},
+        "next_latency_ms": {"p50": _ms(result.next_latency_s, 50), "p99": _ms(result.next_latency_s, 99)},
         "server_start_s": startup, "killed_after_votes": killed_at, "restart_s": restart_s,
         "retried_requests": result.retried_requests, "acknowledged_by_409_after_restart": result.acknowledged_by_409,
         "client_errors": result.errors[:10], **checks,
     }
+
+
+def _ms(seconds: list[float], q: float) -> float | None:
+    """The q-th percentile of ``seconds`` in milliseconds (None for no samples)."""
+    return float(np.percentile(np.asarray(seconds) * 1000, q)) if seconds else None
 
 
 def verify(db: Path, accepted: dict[int, str]) -> dict:
