@@ -13,14 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import (
-    AutoencoderKL, DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-    StableDiffusion3Pipeline, StableDiffusionPipeline, UNet2DConditionModel,
-)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from humantune.config import option
+
+if TYPE_CHECKING:  # diffusers and transformers load in the builders: importing a recipe's config stays fast
+    from diffusers import (
+        AutoencoderKL, DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+        StableDiffusion3Pipeline, StableDiffusionPipeline, UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 
 @dataclass
@@ -71,6 +75,8 @@ class TransformerConfig:
 
 
 def build_vae(cfg: VaeConfig, scaling_factor: float = 1.0, shift_factor: float | None = None) -> AutoencoderKL:
+    from diffusers import AutoencoderKL
+
     n = len(cfg.block_out_channels)
     return AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
@@ -82,6 +88,8 @@ def build_vae(cfg: VaeConfig, scaling_factor: float = 1.0, shift_factor: float |
 
 
 def _clip_config(cfg: TextEncoderConfig, tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    from transformers import CLIPTextConfig
+
     return CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
@@ -92,14 +100,20 @@ def _clip_config(cfg: TextEncoderConfig, tokenizer: CLIPTokenizer) -> CLIPTextCo
 
 
 def build_text_encoder(cfg: TextEncoderConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    from transformers import CLIPTextModel
+
     return CLIPTextModel(_clip_config(cfg, tokenizer))
 
 
 def build_text_encoder_with_projection(cfg: TextEncoderConfig, tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
+    from transformers import CLIPTextModelWithProjection
+
     return CLIPTextModelWithProjection(_clip_config(cfg, tokenizer))
 
 
 def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, cross_attention_dim: int) -> UNet2DConditionModel:
+    from diffusers import UNet2DConditionModel
+
     n = len(cfg.block_out_channels)
     return UNet2DConditionModel(
         sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
@@ -112,6 +126,8 @@ def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, cross_at
 
 
 def build_transformer(cfg: TransformerConfig, latent_channels: int, latent_size: int, text: TextEncoderConfig) -> SD3Transformer2DModel:
+    from diffusers import SD3Transformer2DModel
+
     # The pipeline concatenates the two CLIP encoders' hidden states (feature axis) and pooled outputs.
     return SD3Transformer2DModel(
         sample_size=latent_size, patch_size=cfg.patch_size, in_channels=latent_channels, out_channels=latent_channels,
@@ -125,12 +141,16 @@ def build_transformer(cfg: TransformerConfig, latent_channels: int, latent_size:
 def ddpm_schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
     """SD1.5's noise schedule (scaled-linear β 0.00085 → 0.012, 1000 steps, ε-prediction): the DDPM scheduler for
     training and the DDIM scheduler the saved pipeline samples with."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
     kw = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
               prediction_type="epsilon", clip_sample=False)
     return DDPMScheduler(**kw), DDIMScheduler(**kw, set_alpha_to_one=False, steps_offset=1)
 
 
 def assemble_sd(vae, text_encoder, tokenizer, unet, scheduler) -> StableDiffusionPipeline:
+    from diffusers import StableDiffusionPipeline
+
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
@@ -138,6 +158,8 @@ def assemble_sd(vae, text_encoder, tokenizer, unet, scheduler) -> StableDiffusio
 
 def assemble_sd3(vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
                  scheduler: FlowMatchEulerDiscreteScheduler) -> StableDiffusion3Pipeline:
+    from diffusers import StableDiffusion3Pipeline
+
     return StableDiffusion3Pipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
                                     tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
                                     text_encoder_3=None, tokenizer_3=None)

@@ -17,9 +17,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from transformers import CLIPTokenizer
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -86,6 +87,8 @@ def build_clip_tokenizer(words: Iterable[str], out_dir: str | os.PathLike, model
     """Write ``vocab.json``, ``merges.txt`` and the tokenizer config for a CLIP BPE tokenizer whose vocabulary
     makes each of ``words`` a single token (:func:`learn_bpe_merges`); return it loaded with the stock
     ``CLIPTokenizer``."""
+    from transformers import CLIPTokenizer
+
     byte_symbols = list(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for symbol in byte_symbols + [s + "</w>" for s in byte_symbols]:
