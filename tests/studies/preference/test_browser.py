@@ -67,6 +67,15 @@ def served(tmp_path):
     app.state.store.close()
 
 
+def until(condition, timeout: float = 15.0) -> None:
+    """Poll ``condition`` from Python: the page's Content-Security-Policy (script-src 'self') forbids the eval that
+    Playwright's wait_for_function needs, and the test keeps that policy on."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "the page did not reach the expected state"
+        time.sleep(0.05)
+
+
 def test_vote_by_click_and_keyboard_with_pause(served, artifacts, tmp_path):
     sync_api = require_chromium()
     made, base = served
@@ -80,9 +89,8 @@ def test_vote_by_click_and_keyboard_with_pause(served, artifacts, tmp_path):
             page.goto(f"{base}/s/{token}")
 
             def wait_ready(answered: int):
-                page.wait_for_function(
-                    "n => document.getElementById('progress-text').textContent.startsWith(n + ' of') && "
-                    "!document.getElementById('pick-left').disabled", arg=answered, timeout=15000)
+                until(lambda: page.inner_text("#progress-text").startswith(f"{answered} of")
+                      and page.is_enabled("#pick-left"))
 
             wait_ready(0)
             assert page.inner_text("#question") == "Which person looks more natural?"
@@ -109,7 +117,7 @@ def test_vote_by_click_and_keyboard_with_pause(served, artifacts, tmp_path):
             other = browser.new_page()
             other.set_viewport_size({"width": 1280, "height": 800})
             other.goto(f"{base}/s/{made.tokens['participants']['P2']}")
-            other.wait_for_function("!document.getElementById('pick-left').disabled", timeout=15000)
+            until(lambda: other.is_enabled("#pick-left"))
             for _ in range(6):
                 if other.inner_text("#prompt") == PROMPT:
                     break
@@ -122,7 +130,7 @@ def test_vote_by_click_and_keyboard_with_pause(served, artifacts, tmp_path):
             admin = browser.new_page()
             admin.set_viewport_size({"width": 1280, "height": 800})
             admin.goto(f"{base}/admin/{made.tokens['admin']}")
-            admin.wait_for_function("document.querySelectorAll('#participants tbody tr').length === 2", timeout=15000)
+            until(lambda: admin.locator("#participants tbody tr").count() == 2)
             admin.screenshot(path=str(artifacts / "admin_page.png"), full_page=True)
 
             store = StudyStore(made.path)
