@@ -40,6 +40,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", type=Path, required=True, help="run directory (re-run to resume)")
     _add_config_args(p)
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints and start over")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="continue a run whose config.yaml differs from this config (recorded in config_changes.jsonl)")
 
 
 def _overrides(args: argparse.Namespace, **flags: object) -> list[str]:
@@ -109,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise HumantuneError(f"unknown recipe '{args.recipe}'; known: {', '.join(table)}")
     config_cls, run, _ = table[args.recipe]
     cfg = load_config(config_cls, args.config, args.overrides)
-    out = run(cfg, args.output_dir, resume=not args.no_resume)
+    out = run(cfg, args.output_dir, resume=not args.no_resume, allow_config_change=args.allow_config_change)
     print(f"{args.recipe}: wrote {out}")
     return 0
 

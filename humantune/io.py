@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,16 +24,59 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = tmp / path.name
     try:
         yield target
-        if path.is_dir() and not path.is_symlink():
-            backup = path.with_name(f".{path.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(path, backup)
-            os.replace(target, path)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(target, path)
+        move_into_place(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_into_place(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename ``source`` onto ``path``; an existing directory ``path`` is first renamed to ``.{name}.old`` and
+    deleted after the swap (a kill in between leaves that backup, which :func:`remove_stale_temporaries` puts
+    back)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        backup = path.with_name(f".{path.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(path, backup)
+        os.replace(source, path)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(source, path)
+
+
+_TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")
+_BACKUP_RE = re.compile(r"^\.(?P<name>.+)\.old$")
+
+
+def remove_stale_temporaries(root: str | os.PathLike, depth: int = 3) -> list[Path]:
+    """Clean up what a killed :func:`atomic_path` left in ``root`` and its subfolders down to ``depth`` levels:
+    temporary folders ``.{name}.XXXX.tmp`` are deleted; a backup ``.{name}.old`` is deleted when ``name`` exists
+    and renamed back to ``name`` when it does not (the kill came between the two renames of a swap: the backup is
+    the only copy). Call it only where no other process is writing. Returns the paths it deleted or restored."""
+    root = Path(root)
+    done: list[Path] = []
+    if depth < 0 or not root.is_dir():
+        return done
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.is_symlink():
+            m = _TEMPORARY_RE.match(entry.name)
+            if m and entry.is_file():  # mkdtemp makes folders; a stray temporary file is handled the same
+                entry.unlink(missing_ok=True)
+                done.append(entry)
+            continue
+        if _TEMPORARY_RE.match(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(entry)
+        elif m := _BACKUP_RE.match(entry.name):
+            original = entry.with_name(m.group("name"))
+            if original.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.replace(entry, original)
+            done.append(entry)
+        elif not entry.name.startswith("."):
+            done += remove_stale_temporaries(entry, depth - 1)
+    return done
 
 
 @contextlib.contextmanager

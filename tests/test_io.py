@@ -14,3 +14,34 @@ def test_json_safe_makes_strict_json():
     assert out == {"1": [0.5, 3, True], "nan": None, "inf": None, "arr": [[1.0, None]], "path": "a/b"}
     json.dumps(out, allow_nan=False)  # raises on any NaN left
     assert type(out["1"][1]) is int and type(out["1"][2]) is bool
+
+
+def test_remove_stale_temporaries_deletes_kill_leftovers_and_restores_a_lone_backup(tmp_path):
+    from humantune.io import remove_stale_temporaries
+
+    (tmp_path / "checkpoints/.step_000004.saving.tmp/x").mkdir(parents=True)
+    (tmp_path / "s1/.controlnet.ab3_9k.tmp/controlnet").mkdir(parents=True)
+    (tmp_path / "data/.train.q8w2z1.tmp").mkdir(parents=True)
+    (tmp_path / ".config.yaml.5hq2.tmp").mkdir()
+    (tmp_path / "lora").mkdir()
+    (tmp_path / ".lora.old").mkdir()                            # its swap finished: the backup is stale
+    (tmp_path / ".model.old").mkdir()                           # killed between the two renames: the only copy
+    (tmp_path / ".model.old/weights").write_text("trained")
+    (tmp_path / "keep.tmp").write_text("not ours")
+    (tmp_path / ".hidden").mkdir()
+    done = remove_stale_temporaries(tmp_path)
+    assert len(done) == 6
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == [".hidden", "checkpoints", "data", "keep.tmp", "lora", "model", "model/weights", "s1"]
+    assert (tmp_path / "model/weights").read_text() == "trained"
+
+
+def test_atomic_path_swaps_a_directory_and_leaves_no_temporary(tmp_path):
+    from humantune.io import atomic_path
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/old.txt").write_text("old")
+    with atomic_path(tmp_path / "out") as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (tmp_path / "out/new.txt").is_file()

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from humantune.train.sampling import BatchRandom, draws
+
 
 def ddpm_noisy_latents(z0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
                        timesteps: torch.Tensor) -> torch.Tensor:
@@ -59,10 +61,11 @@ def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma
 
 
 def logit_normal_sigmas(n: int, mean: float = 0.0, std: float = 1.0,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | BatchRandom | None = None) -> torch.Tensor:
     """Rectified-flow timesteps σ ~ logit-normal(m, s):  σ = sigmoid(u), u ~ N(m, s²)   (Esser et al. 2024, SD3
-    §3.1 "logit-normal sampling"), the default of diffusers' SD3 training scripts."""
-    u = torch.randn(n, generator=generator) * std + mean
+    §3.1 "logit-normal sampling"), the default of diffusers' SD3 training scripts. ``generator``: a
+    ``torch.Generator`` or the engine's per-sample :class:`~humantune.train.sampling.BatchRandom`."""
+    u = (torch.randn(n) if generator is None else draws(generator).randn(n)) * std + mean
     return torch.sigmoid(u)
 
 

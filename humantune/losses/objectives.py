@@ -10,12 +10,15 @@ Two objectives cover the models humantune trains:
 
 Both return a :class:`NoisedLatents` from :meth:`noise` and per-sample losses from :meth:`loss`, so a recipe's loss
 is a few lines and a paper loss (heatmap weighting, prior preservation, Diffusion-DPO, statistics matching) is a
-small pure function on per-sample errors (``humantune.losses``). All randomness comes from the ``torch.Generator``
-passed in, in a fixed order (noise, then timesteps), so a training step is reproducible from its seed alone.
+small pure function on per-sample errors (``humantune.losses``). All randomness comes from the random source
+passed in — the engine's :class:`~humantune.train.sampling.BatchRandom` (each sample's draws from that sample's own
+generator) or a plain ``torch.Generator`` — in a fixed order (noise, then timesteps), so a training step is
+reproducible from its seed alone and a sample draws the same whichever process and micro-batch it lands in.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +29,7 @@ from humantune.losses.denoising import (
     ddpm_noisy_latents, ddpm_target, flow_matching_interpolate, flow_matching_preconditioned_prediction,
     flow_matching_target, flow_matching_weights, logit_normal_sigmas, min_snr_weights, per_sample_mse, shift_sigmas,
 )
+from humantune.train.sampling import BatchRandom, draws
 
 
 @dataclass
@@ -45,6 +49,10 @@ class FlowMatchingConfig:
                "against ε − x_0")
 
     def __post_init__(self) -> None:
+        for name in ("logit_mean", "logit_std", "shift"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.logit_std <= 0:
             raise ValueError(f"logit_std must be positive, got {self.logit_std}")
         if self.shift is not None and self.shift <= 0:
@@ -70,9 +78,10 @@ class NoisedLatents:
 class Objective:
     """What every training objective offers; see the module docstring."""
 
-    def noise(self, z0: torch.Tensor, generator: torch.Generator, noise: torch.Tensor | None = None,
+    def noise(self, z0: torch.Tensor, generator: torch.Generator | BatchRandom, noise: torch.Tensor | None = None,
               level: torch.Tensor | None = None) -> NoisedLatents:
-        """Draw ε (unless given) and then the noise level (unless given) for ``z0`` from ``generator``. Passing
+        """Draw ε (unless given) and then the noise level (unless given) for ``z0`` from ``generator`` (one row per
+        sample of a :class:`~humantune.train.sampling.BatchRandom`, or a ``torch.Generator``). Passing
         ``noise`` and ``level`` shares them between batches (Diffusion-DPO's winner and loser)."""
         raise NotImplementedError
 
@@ -96,11 +105,11 @@ class DDPMObjective(Objective):
         self.snr_gamma = snr_gamma
 
     def noise(self, z0, generator, noise=None, level=None):
-        device = z0.device
+        device, rng = z0.device, draws(generator)
         if noise is None:
-            noise = torch.randn(z0.shape, generator=generator).to(device)
+            noise = rng.randn(z0.shape).to(device)
         if level is None:
-            level = torch.randint(0, self.num_train_timesteps, (len(z0),), generator=generator).to(device)
+            level = rng.randint(0, self.num_train_timesteps, (len(z0),)).to(device)
         if self.snr_gamma is None:
             weights = torch.ones(len(z0), device=device)
         else:
@@ -120,14 +129,14 @@ class RectifiedFlowObjective(Objective):
         self.cfg, self.shift = cfg, shift
 
     def noise(self, z0, generator, noise=None, level=None):
-        cfg, device = self.cfg, z0.device
+        cfg, device, rng = self.cfg, z0.device, draws(generator)
         if noise is None:
-            noise = torch.randn(z0.shape, generator=generator).to(device)
+            noise = rng.randn(z0.shape).to(device)
         if level is None:
             if cfg.timestep_sampling == "logit_normal":
-                sigmas = logit_normal_sigmas(len(z0), cfg.logit_mean, cfg.logit_std, generator)
+                sigmas = logit_normal_sigmas(len(z0), cfg.logit_mean, cfg.logit_std, rng)
             else:
-                sigmas = torch.rand(len(z0), generator=generator)
+                sigmas = rng.rand(len(z0))
             level = shift_sigmas(sigmas, self.shift).to(device)
         target = z0 if cfg.precondition_outputs else flow_matching_target(z0, noise)
         return NoisedLatents(
@@ -140,11 +149,11 @@ class RectifiedFlowObjective(Objective):
         return flow_matching_preconditioned_prediction(output, noised.noisy, noised.level)
 
 
-def sample_latents(stats: torch.Tensor, generator: torch.Generator, shift: float = 0.0,
+def sample_latents(stats: torch.Tensor, generator: torch.Generator | BatchRandom, shift: float = 0.0,
                    scale: float = 1.0) -> torch.Tensor:
     """z_0 from cached VAE posteriors: ``stats`` (B, 2, C, h, w) holds each sample's mean μ and std s;
     z_0 = (μ + s·n − shift)·scale,  n ~ N(0, I) from ``generator`` (the latent_dist.sample() of diffusers'
     scripts, then the VAE's shift_factor and scaling_factor)."""
     mean, std = stats[:, 0].float(), stats[:, 1].float()
-    z = mean + std * torch.randn(mean.shape, generator=generator).to(stats.device)
+    z = mean + std * draws(generator).randn(mean.shape).to(stats.device)
     return (z - shift) * scale

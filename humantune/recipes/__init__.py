@@ -1,5 +1,5 @@
 """Recipes: one file per method. ``RECIPES`` maps the name used by ``humantune train NAME`` to the recipe's config
-class and its entry point ``run(cfg, output_dir, resume) -> Path``."""
+class and its entry point ``run(cfg, output_dir, resume, allow_config_change) -> Path``."""
 
 from __future__ import annotations
 

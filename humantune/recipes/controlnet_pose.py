@@ -21,8 +21,10 @@ encoder frozen; only the ControlNet learns), in stages declared by the config an
   ``OUT/report.html`` the metric table with 95 % intervals, side-by-side grids and the loss curves.
 
 Running the same command again resumes: a stage whose ``controlnet`` directory exists is skipped, an interrupted
-stage continues from its last checkpoint exactly (data order and noise are drawn from ``(seed, step)``), and an
-evaluation whose inputs did not change is reused. ``--no-resume`` starts every stage over.
+stage continues from its last checkpoint exactly (data order and noise are drawn from the seed and each sample's
+position in the run), and an evaluation whose inputs did not change is reused. A changed config is refused unless
+``--allow-config-change`` (evaluation settings excepted; :mod:`humantune.train.run_folder`); ``--no-resume``
+starts every stage over.
 
 Data: the mannequin world (rendered into ``OUT/data/train`` and ``OUT/data/heldout``, two seeds that must differ),
 a humantune pose folder, a COCO keypoints JSON with its images and captions, or Captioned COCO-Pose parquet
@@ -34,8 +36,8 @@ Assumes: a StableDiffusionPipeline-family base (UNet2DConditionModel, Autoencode
 the shipped tiny-sd); square training images. With ``cache: true`` (the default) VAE latents (posterior mean and
 std), text embeddings, conditions and latent heatmaps are computed once, in memory, on every process, so a step
 costs only the UNet and the ControlNet; for large datasets (Captioned COCO-Pose) set ``cache: false`` and they are
-computed per batch instead. Validation and the final evaluation run on the main process (under ``accelerate
-launch`` the other processes finish after the last stage). world_fd needs more than 128 evaluation images (the
+computed per batch instead. Under ``accelerate launch`` validation runs on the main process, and the final
+evaluation is split: every process generates a shard of the held-out set and the main process scores it. world_fd needs more than 128 evaluation images (the
 width of its features). SDXL / SD3 ControlNets are not covered.
 """
 
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from humantune.config import config_to_dict, option, save_config
+from humantune.config import config_to_dict, option
 from humantune.data.mannequin.world import MannequinConfig
 from humantune.data.prepare import PreparedSample, prepare_sample
 from humantune.data.sample import PoseSample
@@ -67,6 +69,7 @@ from humantune.report.grid import image_grid
 from humantune.studies.heldout import EvalConfig, HeldoutSet, evaluate_models, metric_table_row, scores_only, write_reference
 from humantune.train import stages as staging
 from humantune.train.engine import Trainer, TrainConfig, read_metrics, read_validation
+from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
 
 CONDITIONING_CHANNELS = (16, 32, 96, 256)
 """diffusers' ControlNet condition encoder widths for an f8 VAE (three stride-2 convolutions); a VAE with factor
@@ -222,18 +225,17 @@ class ControlNetPoseRecipe:
     ControlNetModel), ``evaluate()`` scores every stage and the base on the held-out set and writes results.json
     and report.html."""
 
-    def __init__(self, cfg: ControlNetPoseConfig, output_dir: str | Path, resume: bool = True) -> None:
-        self.cfg, self.out, self.resume = cfg, Path(output_dir), resume
+    def __init__(self, cfg: ControlNetPoseConfig, output_dir: str | Path, resume: bool = True,
+                 allow_config_change: bool = False) -> None:
+        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
         self._estimator = None
         self._cached: CachedData | None = None
 
     def run(self) -> Path:
         try:
-            self.setup()
-            summaries = self.train()
-            if self.trainer.is_main:
-                return self.evaluate(summaries)
-            return self.out / "report.html"
+            with sigterm_as_interrupt():
+                self.setup()
+                return self.evaluate(self.train())
         finally:
             if self._estimator is not None:
                 self._estimator.close()
@@ -241,18 +243,20 @@ class ControlNetPoseRecipe:
     # -- setup
 
     def setup(self) -> None:
+        """Open the run folder (:func:`~humantune.train.run_folder.prepare_run_folder`), load the base, open the
+        data; a failure here leaves no new folder behind."""
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.out / "config.yaml")
-        self.trainer = Trainer(self.out, cfg.stages[0].train.mixed_precision)
-        self._load_base()
-        self.train_set = self._open(cfg.train_data, "train")
-        heldout_set = self._open(cfg.heldout_data, "heldout")
-        needed = max(cfg.validation.samples, cfg.eval.samples)
-        if len(heldout_set) < needed:
-            raise DataError(f"heldout_data has {len(heldout_set)} samples; validation/eval need {needed}")
-        self.heldout = [prepare_sample(heldout_set[i], self.resolution) for i in range(needed)]
-        self.area_convention = "segment" if all(s.areas is not None for s in self.heldout) else "bbox"
+        with prepare_run_folder(self.out, cfg, self.resume, self.allow_config_change) as folder:
+            self.trainer = Trainer(self.out, cfg.stages[0].train.mixed_precision)
+            self._load_base()
+            self.train_set = self._open(cfg.train_data, "train")
+            heldout_set = self._open(cfg.heldout_data, "heldout")
+            needed = max(cfg.validation.samples, cfg.eval.samples)
+            if len(heldout_set) < needed:
+                raise DataError(f"heldout_data has {len(heldout_set)} samples; validation/eval need {needed}")
+            self.heldout = [prepare_sample(heldout_set[i], self.resolution) for i in range(needed)]
+            self.area_convention = "segment" if all(s.areas is not None for s in self.heldout) else "bbox"
+            folder.commit()
 
     def _load_base(self) -> None:
         from diffusers import DDPMScheduler, StableDiffusionPipeline
@@ -373,16 +377,18 @@ class ControlNetPoseRecipe:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def generate(self, controlnet, samples: list[PreparedSample], progress: bool = False) -> list[Image.Image]:
-        """One image per held-out sample (its caption; its condition when ``controlnet``), sample i with seed
-        ``generation.seed + i``."""
+    def generate(self, controlnet, samples: list[PreparedSample], progress: bool = False,
+                 indices: Sequence[int] | None = None) -> list[Image.Image]:
+        """One image per held-out sample (its caption; its condition when ``controlnet``), held-out sample i
+        (``indices``: the samples' held-out indices, default 0, 1, …) with seed ``generation.seed + i``."""
         from humantune.models.generation import generate_images
 
         kwargs = dict(self.generation_kwargs)
         if controlnet is not None:
             kwargs["image"] = [Image.fromarray(s.condition) for s in samples]
             kwargs["controlnet_conditioning_scale"] = self.cfg.generation.conditioning_scale
-        seeds = [self.cfg.generation.seed + i for i in range(len(samples))]
+        indices = range(len(samples)) if indices is None else indices
+        seeds = [self.cfg.generation.seed + i for i in indices]
         with self.trainer.accelerator.autocast():
             return generate_images(self.pipeline(controlnet), [s.caption for s in samples], per_image_seeds=seeds,
                                    progress=progress, **kwargs)
@@ -421,8 +427,12 @@ class ControlNetPoseRecipe:
     # -- evaluate
 
     def evaluate(self, summaries: dict[str, dict]) -> Path:
-        """Score the held-out set with every stage (and the base), write results.json and report.html."""
+        """Score the held-out set with every stage (and the base), write results.json and report.html. Under
+        ``accelerate launch`` every process generates a shard of the held-out set; the main process scores and
+        writes."""
         evaluation = self._evaluate_all()
+        if not self.trainer.is_main:
+            return self.out / "report.html"
         write_json_atomic(self.out / "results.json", {
             "recipe": "controlnet-pose", "base_model": self.cfg.base_model, "resolution": self.resolution,
             "eval_samples": self.cfg.eval.samples if evaluation else 0, "area_convention": self.area_convention,
@@ -445,8 +455,11 @@ class ControlNetPoseRecipe:
             images=[s.image for s in samples], conditions=[s.condition for s in samples],
             targets=[{"keypoints": s.keypoints, "bboxes": s.bboxes,
                       **({} if s.areas is None else {"areas": s.areas})} for s in samples])
-        reference = write_reference(heldout, self.out / "eval" / "reference", {
-            "heldout": config_to_dict(cfg.heldout_data), "resolution": self.resolution, "samples": len(samples)})
+        reference = self.out / "eval" / "reference"
+        if self.trainer.is_main:
+            write_reference(heldout, reference, {
+                "heldout": config_to_dict(cfg.heldout_data), "resolution": self.resolution, "samples": len(samples)})
+        self.trainer.accelerator.wait_for_everyone()
         for k in ("vae", "unet", "text_encoder"):
             self.parts[k].to(self.trainer.device)
         labels = (["base"] if cfg.eval.include_base else []) + [s.name for s in cfg.stages]
@@ -454,9 +467,9 @@ class ControlNetPoseRecipe:
         for label in labels:
             source = None if label == "base" else self.out / label / "controlnet"
 
-            def generate(source=source):
+            def generate(shard, source=source):
                 net = None if source is None else ControlNetModel.from_pretrained(source).to(self.trainer.device).eval()
-                return self.generate(net, samples, progress=True)
+                return self.generate(net, [samples[i] for i in shard], progress=self.trainer.is_main, indices=shard)
 
             models[label] = generate
             fingerprints[label] = {
@@ -469,7 +482,8 @@ class ControlNetPoseRecipe:
                 "conditioning_scale": cfg.generation.conditioning_scale,
             }
         return evaluate_models(models, heldout, self.out / "eval", fingerprints, reference,
-                               estimator=self.estimator, area_convention=self.area_convention,
+                               estimator=self.estimator if self.trainer.is_main else None,
+                               area_convention=self.area_convention,
                                **cfg.eval.evaluate_options())
 
     # -- report
@@ -540,6 +554,7 @@ class ControlNetPoseRecipe:
         return report.save(self.out / "report.html")
 
 
-def train_controlnet_pose(cfg: ControlNetPoseConfig, output_dir: str | Path, resume: bool = True) -> Path:
+def train_controlnet_pose(cfg: ControlNetPoseConfig, output_dir: str | Path, resume: bool = True,
+                          allow_config_change: bool = False) -> Path:
     """Run the recipe; return the path of ``report.html``."""
-    return ControlNetPoseRecipe(cfg, output_dir, resume).run()
+    return ControlNetPoseRecipe(cfg, output_dir, resume, allow_config_change).run()

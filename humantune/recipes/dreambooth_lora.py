@@ -47,7 +47,7 @@ from typing import Callable, Literal
 import torch
 from PIL import Image
 
-from humantune.config import config_to_dict, option, save_config
+from humantune.config import config_to_dict, option
 from humantune.data.prepare import resize_centre_crop, to_chw
 from humantune.errors import ConfigError, HumantuneError
 from humantune.io import json_safe, new_output_dir, write_json_atomic, write_jsonl_atomic, write_text_atomic
@@ -60,6 +60,8 @@ from humantune.models.encoding import PromptConditioning, encode_latent_stats
 from humantune.models.families import Family, family_of
 from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig
+from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.sampling import BatchRandom
 
 DEFAULT_TARGET_PROMPTS = [
     "a man in a red shirt and blue jeans lying on the grass",
@@ -209,7 +211,7 @@ class DreamBoothLoraTask:
     def collate(self, items):
         return torch.tensor(items)
 
-    def batch_inputs(self, samples: torch.Tensor, generator: torch.Generator):
+    def batch_inputs(self, samples: torch.Tensor, generator: torch.Generator | BatchRandom):
         """Latents z₀ (sampled from each sample's cached posterior) and the text conditioning of ``samples``, both
         read at the same sample indices."""
         z0 = sample_latents(self.latents[samples], generator, self.latent_shift, self.latent_scale)
@@ -243,24 +245,31 @@ class DreamBoothLoraRecipe:
     """setup() loads the base, gathers instance (and class) images, fills the caches and adds the adapters;
     train() runs the engine; save() writes the LoRA."""
 
-    def __init__(self, cfg: DreamBoothLoraConfig, output_dir: str | Path, resume: bool = True):
-        self.cfg, self.out, self.resume = cfg, Path(output_dir), resume
+    def __init__(self, cfg: DreamBoothLoraConfig, output_dir: str | Path, resume: bool = True,
+                 allow_config_change: bool = False):
+        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
 
     def run(self) -> Path:
         t0 = time.perf_counter()
-        self.setup()
-        summary = self.train()
-        return self.save(summary, time.perf_counter() - t0)
+        with sigterm_as_interrupt():
+            self.setup()
+            summary = self.train()
+            return self.save(summary, time.perf_counter() - t0)
 
     # -- setup
 
     def setup(self) -> None:
+        """Open the run folder (:func:`~humantune.train.run_folder.prepare_run_folder`; a failure here leaves no new
+        folder behind), then load the base, gather the images, fill the caches and add the adapters."""
+        with prepare_run_folder(self.out, self.cfg, self.resume, self.allow_config_change) as folder:
+            self._setup()
+            folder.commit()
+
+    def _setup(self) -> None:
         from humantune.models.generation import load_pipeline, resolve_model
 
-        cfg, out = self.cfg, self.out
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        self.trainer = Trainer(out, cfg.train.mixed_precision)   # fails fast on fp16 without a GPU
+        cfg = self.cfg
+        self.trainer = Trainer(self.out, cfg.train.mixed_precision)   # fails fast on fp16 without a GPU
         self.source = resolve_model(cfg.base_model)
         # Under mixed precision the frozen base weights load in that precision (as diffusers' scripts cast them);
         # the adapters are kept in float32 for the optimizer.
@@ -273,8 +282,9 @@ class DreamBoothLoraRecipe:
         pipe.to(self.trainer.device)
         self.resolution = self._resolution()
         self.generation = self._generation_settings()
-        instance = self._instance_samples()
-        klass = self._class_samples() if cfg.prior.enabled else []
+        with self.trainer.accelerator.main_process_first():   # the main process renders / generates, others read
+            instance = self._instance_samples()
+            klass = self._class_samples() if cfg.prior.enabled else []
         self.num_instance, self.num_class = len(instance), len(klass)
         self.captions = [c for _, c in instance + klass]
         vae = pipe.vae
@@ -430,8 +440,11 @@ class DreamBoothLoraRecipe:
     # -- save
 
     def save(self, summary: dict, seconds: float) -> Path:
+        """Write the LoRA directory (main process)."""
         cfg = self.cfg
         lora_dir = self.out / "lora"
+        if not self.trainer.is_main:
+            return lora_dir
         components = {k: self.trainer.unwrap(self.pipe.components[k]) for k in self.adapted}
         lora.save_lora(type(self.pipe), lora_dir, components)
         info = {
@@ -470,6 +483,7 @@ def lora_card(info: dict) -> str:
             "--prompts PROMPTS.txt`. Settings: `humantune_lora.json`.\n")
 
 
-def train_dreambooth_lora(cfg: DreamBoothLoraConfig, output_dir: str | Path, resume: bool = True) -> Path:
+def train_dreambooth_lora(cfg: DreamBoothLoraConfig, output_dir: str | Path, resume: bool = True,
+                          allow_config_change: bool = False) -> Path:
     """Run the recipe; return the LoRA directory (``OUTPUT/lora``)."""
-    return DreamBoothLoraRecipe(cfg, output_dir, resume).run()
+    return DreamBoothLoraRecipe(cfg, output_dir, resume, allow_config_change).run()

@@ -19,7 +19,10 @@ Stages, each on the shared engine and each resumable (run the same command again
 Writes ``OUTPUT/model`` (the pipeline, with ``README.md`` model card and ``humantune.json`` generation defaults),
 ``OUTPUT/config.yaml`` and the stage directories (metrics, TensorBoard logs, checkpoints, validation grids).
 
-Assumes: square images of ``world.size``; single-process data caching (latents are computed on each process).
+Under ``accelerate launch`` the main process renders the world, builds the tokenizer and writes every file; each
+process encodes the latents itself (the main one caches them).
+
+Assumes: square images of ``world.size``.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from humantune.config import option, save_config
-from humantune.data.loaders import load_rgb, read_jsonl
+from humantune.config import option
 from humantune.data.mannequin.world import MannequinConfig, write_world
+from humantune.data.readers import load_rgb, read_jsonl
 from humantune.errors import HumantuneError
 from humantune.io import atomic_path, write_json_atomic
 from humantune.losses.objectives import DDPMObjective, FlowMatchingConfig, RectifiedFlowObjective, sample_latents
@@ -45,6 +48,7 @@ from humantune.models.families import FAMILIES
 from humantune.models.tokenizer import build_clip_tokenizer, caption_words, tokenize
 from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig
+from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
 
 DEFAULT_VALIDATION_PROMPTS = [
     "a man in a red shirt and blue jeans standing on the grass",
@@ -151,12 +155,12 @@ class VaeTask:
     def loss(self, batch, generator):
         x = to_unit_range(self.images[batch.cpu()])
         h, w = x.shape[-2:]
-        ys = torch.randint(0, h - self.crop + 1, (len(x),), generator=generator)
-        xs = torch.randint(0, w - self.crop + 1, (len(x),), generator=generator)
+        ys = generator.randint(0, h - self.crop + 1, len(x))
+        xs = generator.randint(0, w - self.crop + 1, len(x))
         x = torch.stack([im[:, y:y + self.crop, xx:xx + self.crop] for im, y, xx in zip(x, ys, xs)]).to(batch.device)
         model = self.model
         posterior = model.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(x.device)
+        z = posterior.mean + posterior.std * generator.randn(posterior.mean.shape).to(x.device)
         recon = model.decode(z).sample
         l1 = (recon - x).abs().mean()
         kl = posterior.kl().mean() / np.prod(x.shape[1:])
@@ -204,7 +208,7 @@ class DenoiserTask:
         device, index = batch.device, batch.cpu()
         vae = self.parts["vae"].config
         z0 = sample_latents(self.latents[index], generator, vae.shift_factor or 0.0, vae.scaling_factor).to(device)
-        drop = torch.rand(len(index), generator=generator) < self.caption_dropout
+        drop = generator.rand(len(index)) < self.caption_dropout
         ids = [torch.where(drop[:, None], e[None].expand(len(index), -1), t[index]).to(device)
                for t, e in zip(self.ids, self.empty_ids)]
         noised = self.objective.noise(z0, generator)
@@ -227,24 +231,35 @@ class DenoiserTask:
 
 
 class PretrainRecipe:
-    def __init__(self, cfg: PretrainConfig, output_dir: str | Path, resume: bool = True):
-        self.cfg, self.out, self.resume = cfg, Path(output_dir), resume
+    def __init__(self, cfg: PretrainConfig, output_dir: str | Path, resume: bool = True,
+                 allow_config_change: bool = False):
+        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
 
     def run(self) -> Path:
+        with sigterm_as_interrupt():
+            return self._run()
+
+    def _run(self) -> Path:
         cfg, out = self.cfg, self.out
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
         t_start = time.perf_counter()
-        world = self._world()
-        images, captions = load_world_images(world)
-        self.trainer = Trainer(out, cfg.train.mixed_precision)
-        if cfg.init_from is not None:
-            parts = self._load_init()
+        # Setup: a failure before training leaves no new run folder behind (humantune.train.run_folder).
+        with prepare_run_folder(out, cfg, self.resume, self.allow_config_change) as folder:
+            self.trainer = Trainer(out, cfg.train.mixed_precision)
+            with self.trainer.accelerator.main_process_first():   # the main process renders, the others read
+                world = self._world()
+            images, captions = load_world_images(world)
+            parts = self._load_init() if cfg.init_from is not None else None
+            folder.commit()
+        if parts is not None:
             vae = parts["vae"]
         else:
-            tok_dir = out / "tokenizer"
-            tokenizer = build_clip_tokenizer(caption_words(captions + cfg.validation_prompts), tok_dir,
-                                             cfg.text.max_length)
+            from transformers import CLIPTokenizer
+
+            if self.trainer.is_main:
+                build_clip_tokenizer(caption_words(captions + cfg.validation_prompts), out / "tokenizer",
+                                     cfg.text.max_length)
+            self.trainer.accelerator.wait_for_everyone()
+            tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
             vae = self._vae(images)
             parts = self._build(vae, tokenizer)
         latents = self._encode(vae, images)
@@ -299,8 +314,10 @@ class PretrainRecipe:
         # keeps shift 0 (and can be shared with an sd3 base); one trained for sd3 is also centred.
         shift = float(stats.mean()) if cfg.family == "sd3" else 0.0
         vae.register_to_config(scaling_factor=float(1.0 / stats.std()), shift_factor=shift)
-        with atomic_path(final) as tmp:
-            vae.save_pretrained(tmp)
+        if self.trainer.is_main:
+            with atomic_path(final) as tmp:
+                vae.save_pretrained(tmp)
+        self.trainer.accelerator.wait_for_everyone()
         return vae
 
     def _build(self, vae, tokenizer) -> dict:
@@ -378,9 +395,12 @@ class PretrainRecipe:
         return {}
 
     def _save(self, parts: dict, seconds: float, summary: dict) -> Path:
+        """Write the pipeline directory (main process)."""
         cfg = self.cfg
-        pipe = self.pipeline(parts)
         model_dir = self.out / "model"
+        if not self.trainer.is_main:
+            return model_dir
+        pipe = self.pipeline(parts)
         with atomic_path(model_dir) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
             write_json_atomic(tmp / "humantune.json", {
@@ -403,6 +423,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * np.log10(4.0 / mse)) if mse > 0 else float("inf")
 
 
-def pretrain(cfg: PretrainConfig, output_dir: str | Path, resume: bool = True) -> Path:
+def pretrain(cfg: PretrainConfig, output_dir: str | Path, resume: bool = True,
+             allow_config_change: bool = False) -> Path:
     """Run the recipe; return the saved pipeline directory."""
-    return PretrainRecipe(cfg, output_dir, resume).run()
+    return PretrainRecipe(cfg, output_dir, resume, allow_config_change).run()

@@ -9,8 +9,9 @@ Layout under ``OUT`` (a recipe's ``OUT/eval``)::
     <label>/metrics/      metrics.json, per_image.jsonl, report.html (:func:`humantune.studies.evaluation.evaluate`)
     <label>/fingerprint.json  what the images and scores were made from; an unchanged label is not regenerated
 
-A model is given as a function that generates the held-out images (called only when its fingerprint changed), so
-loading weights costs nothing when the evaluation is reused.
+A model is given as a function that generates the held-out images of given sample indices (called only when its
+fingerprint changed), so loading weights costs nothing when the evaluation is reused, and under ``accelerate
+launch`` each process generates a shard of the set.
 """
 
 from __future__ import annotations
@@ -113,27 +114,45 @@ def write_generated(images: list[Image.Image], heldout: HeldoutSet, folder: Path
     return folder
 
 
-def evaluate_models(models: dict[str, Callable[[], list[Image.Image]]], heldout: HeldoutSet, out: Path,
+def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]], heldout: HeldoutSet, out: Path,
                     fingerprints: dict[str, dict], reference: Path | None = None,
                     progress: bool = True, **evaluate_options: Any) -> dict[str, dict]:
-    """For every label of ``models``: generate the held-out set with ``models[label]()`` into ``out/<label>/images``
-    and score it against ``reference`` with :func:`humantune.studies.evaluation.evaluate` (``evaluate_options``:
-    metrics, estimator, area_convention, LPIPS/CLIP weights ...) — unless ``out/<label>/fingerprint.json`` equals
-    ``fingerprints[label]`` and its metrics exist. Returns label → metrics.json."""
-    from humantune.studies.evaluation import evaluate
+    """For every label of ``models``: generate the held-out set with ``models[label](indices)`` (the images of
+    held-out samples ``indices``, in that order) into ``out/<label>/images`` and score it against ``reference`` with
+    :func:`humantune.studies.evaluation.evaluate` (``evaluate_options``: metrics, estimator, area_convention,
+    LPIPS/CLIP weights ...) — unless ``out/<label>/fingerprint.json`` equals ``fingerprints[label]`` and its
+    metrics exist. Returns label → metrics.json.
 
+    Under ``accelerate launch`` every process calls this: process r of P generates samples r, r + P, …, the main
+    process gathers the images, writes and scores them once, and every process returns the same results (the
+    main process's reading of the folder decides what is reused)."""
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    from humantune.studies.evaluation import evaluate
+    from humantune.train.processes import process_state
+
+    state = process_state()
+    main = state.is_main_process
     results = {}
-    for label, generate in tqdm(models.items(), desc="evaluating models", unit="model", disable=not progress):
+    for label, generate in tqdm(models.items(), desc="evaluating models", unit="model",
+                                disable=not (progress and main)):
         root = out / label
         done = root / "fingerprint.json"
         fingerprint = json_safe(fingerprints[label])
-        if not (done.is_file() and json.loads(done.read_text()) == fingerprint
-                and (root / "metrics" / "metrics.json").is_file()):
-            write_generated(generate(), heldout, root / "images")
-            evaluate(root / "images", reference, out_dir=root / "metrics", overwrite=True, **evaluate_options)
-            write_json_atomic(done, fingerprint)
-        results[label] = json.loads((root / "metrics" / "metrics.json").read_text())
-    return results
+        stale = [main and not (done.is_file() and json.loads(done.read_text()) == fingerprint
+                               and (root / "metrics" / "metrics.json").is_file())]
+        if broadcast_object_list(stale)[0]:
+            shard = list(range(state.process_index, len(heldout), state.num_processes))
+            images = gather_object([(i, np.asarray(im.convert("RGB"))) for i, im in zip(shard, generate(shard))])
+            if main:
+                by_index = dict(images)
+                write_generated([Image.fromarray(by_index[i]) for i in range(len(heldout))], heldout, root / "images")
+                evaluate(root / "images", reference, out_dir=root / "metrics", overwrite=True, **evaluate_options)
+                write_json_atomic(done, fingerprint)
+            state.wait_for_everyone()
+        if main:
+            results[label] = json.loads((root / "metrics" / "metrics.json").read_text())
+    return broadcast_object_list([results])[0]
 
 
 def with_interval(metric: dict | None) -> str | None:

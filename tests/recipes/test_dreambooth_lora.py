@@ -190,3 +190,14 @@ def test_shipped_configs_load(bases):
     real = load_config(DreamBoothLoraConfig, CONFIGS / "sd3_medium.yaml")
     assert (real.resolution, real.lora.denoiser.rank, real.train.max_steps, real.train.gradient_accumulation_steps) == \
         (1024, 4, 500, 4)
+
+
+def test_a_failed_setup_leaves_no_folder_and_a_changed_config_is_refused(bases, tmp_path):
+    with pytest.raises(ConfigError, match="resolution 34"):
+        DreamBoothLoraRecipe(_config(bases["sd"], resolution=34), tmp_path / "res").setup()
+    assert not (tmp_path / "res").exists()
+    DreamBoothLoraRecipe(_config(bases["sd"]), tmp_path / "run").setup()
+    with pytest.raises(HumantuneError, match=r"different config \(changed: train.seed\).*--allow-config-change"):
+        DreamBoothLoraRecipe(_config(bases["sd"], **{"train.seed": 5}), tmp_path / "run").setup()
+    DreamBoothLoraRecipe(_config(bases["sd"], **{"train.seed": 5}), tmp_path / "run", allow_config_change=True).setup()
+    assert "train.seed" in (tmp_path / "run" / "config_changes.jsonl").read_text()

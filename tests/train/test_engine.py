@@ -1,6 +1,7 @@
 """The shared training engine: data order, schedules, checkpoints and exact resume."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from humantune.train.engine import StepBatches, Trainer, TrainConfig, find_check
 
 
 class Regression:
-    """y = w·x + noise with the noise drawn from the step's generator: any change in data order, noise or
+    """y = w·x + noise with the noise drawn from each sample's generator: any change in data order, noise or
     optimizer state shows up in the loss trajectory."""
 
     def __init__(self, n: int = 37):
@@ -43,7 +44,7 @@ class Regression:
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
-        noise = 0.1 * torch.randn(len(batch), generator=generator)
+        noise = 0.1 * generator.randn(len(batch))
         pred = self.wrapped(self.x[batch]).squeeze(-1)
         err = ((pred - self.y[batch] - noise) ** 2).mean()
         return err, {"abs_w0": float(self.model.weight[0, 0].detach().abs())}
@@ -177,7 +178,7 @@ class PartlyFrozen(Regression):
         m = self.wrapped
         h = m["base"](self.x[batch])
         pred = (m["head"](h) + m["text"](h)).squeeze(-1)
-        noise = 0.1 * torch.randn(len(batch), generator=generator)
+        noise = 0.1 * generator.randn(len(batch))
         return ((pred - self.y[batch] - noise) ** 2).mean(), {}
 
     def validate(self, step, out_dir):
@@ -252,3 +253,140 @@ def test_on_step_end_sees_every_optimizer_step_and_its_scalars_are_logged(tmp_pa
     assert [r["loss"] for r in rows] == [loss for _, loss in task.seen]
     assert rows[-1]["w0_after"] == float(task.model.weight[0, 0].detach())
     assert rows[0]["w0_after"] != rows[-1]["w0_after"]
+
+
+def test_one_micro_batch_of_2b_and_two_of_b_follow_the_same_trajectory(tmp_path):
+    # Every sample draws its noise from its own generator (seed, stream position), so splitting a step's samples
+    # into micro-batches (or processes) changes nothing but float rounding.
+    kw = dict(max_steps=6, lr_scheduler="constant", lr_warmup_steps=0, checkpoint_every=0, validate_every=0)
+    a, b = Regression(n=16), Regression(n=16)
+    Trainer(tmp_path / "a", log_with=None).fit(a, _cfg(batch_size=8, gradient_accumulation_steps=1, **kw), tmp_path / "a")
+    Trainer(tmp_path / "b", log_with=None).fit(b, _cfg(batch_size=4, gradient_accumulation_steps=2, **kw), tmp_path / "b")
+    assert [r["loss"] for r in read_metrics(tmp_path / "a")] == pytest.approx(
+        [r["loss"] for r in read_metrics(tmp_path / "b")], rel=1e-6)
+    torch.testing.assert_close(a.model.weight, b.model.weight, rtol=1e-6, atol=1e-7)
+
+
+class Diverging(Regression):
+    """Regression whose loss is NaN at the given micro-batch calls (a diverging run)."""
+
+    def __init__(self, nan_calls=(), **kw):
+        super().__init__(**kw)
+        self.nan_calls = set(nan_calls)
+
+    def loss(self, batch, generator):
+        err, logs = super().loss(batch, generator)
+        return (err * float("nan") if self.calls in self.nan_calls else err), logs
+
+
+def test_a_nonfinite_loss_stops_with_one_line_and_saves_nothing_non_finite(tmp_path):
+    task = Diverging(nan_calls={9})                 # micro-batch 9 = step 5 (2 micro-batches per step)
+    with pytest.raises(HumantuneError, match=r"training diverged at step 5 \(loss nan.*step_000003, holds finite"):
+        Trainer(tmp_path, log_with=None).fit(task, _cfg(), tmp_path, desc="toy")
+    assert [s for s, _ in find_checkpoints(tmp_path)] == [3]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
+    assert torch.isfinite(task.model.weight).all()               # the bad step was not taken
+    # The run resumes from the last finite checkpoint (and, the fault gone, finishes like a clean run).
+    resumed = Regression()
+    assert Trainer(tmp_path, log_with=None).fit(resumed, _cfg(), tmp_path)["start_step"] == 3
+    clean = Regression()
+    Trainer(tmp_path / "clean", log_with=None).fit(clean, _cfg(), tmp_path / "clean")
+    torch.testing.assert_close(resumed.model.weight, clean.model.weight)
+
+
+def test_skip_nonfinite_steps_drops_up_to_n_bad_steps(tmp_path):
+    task = Diverging(nan_calls={3, 9})               # steps 2 and 5
+    cfg = _cfg(skip_nonfinite_steps=2, ema_decay=0.9)
+    summary = Trainer(tmp_path, log_with=None).fit(task, cfg, tmp_path)
+    rows = read_metrics(tmp_path)
+    assert summary["skipped_nonfinite_steps"] == 2 and [r["step"] for r in rows] == list(range(1, 9))
+    assert [r.get("skipped", 0) for r in rows] == [0, 1, 0, 0, 1, 0, 0, 0]
+    assert rows[1]["loss"] is None and all(math.isfinite(r["loss"]) for r in rows if not r.get("skipped"))
+    assert torch.isfinite(task.model.weight).all()
+    with pytest.raises(HumantuneError, match="diverged at step 5"):   # one more bad step than allowed
+        Trainer(tmp_path / "b", log_with=None).fit(Diverging(nan_calls={3, 9}), _cfg(skip_nonfinite_steps=1),
+                                                   tmp_path / "b")
+
+
+def test_weights_that_become_non_finite_are_never_saved(tmp_path):
+    class Overflowing(Regression):
+        def on_step_end(self, step, row):        # an update that overflowed although its loss was finite
+            if step == 2:
+                with torch.no_grad():
+                    self.model.weight[0, 0] = float("inf")
+
+    with pytest.raises(HumantuneError, match="step 2: the weights became non-finite"):
+        Trainer(tmp_path, log_with=None).fit(Overflowing(), _cfg(checkpoint_every=1), tmp_path)
+    assert [s for s, _ in find_checkpoints(tmp_path)] == [1]
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "adam_epsilon", "max_grad_norm"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_float_options_are_config_errors(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+        TrainConfig(**{field: value})
+
+
+def test_a_nan_learning_rate_in_a_yaml_config_names_the_key(tmp_path):
+    from dataclasses import dataclass
+
+    from humantune.config import load_config, option
+
+    @dataclass
+    class Recipe:
+        train: TrainConfig = option(TrainConfig(), "optimisation")
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: .nan\n")
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number") as e:
+        load_config(Recipe, path)
+    assert "\n" not in str(e.value) and "train" in str(e.value)
+
+
+def _damage(checkpoint, how):
+    if how == "truncated model":
+        data = (checkpoint / "model.safetensors").read_bytes()
+        (checkpoint / "model.safetensors").write_bytes(data[:len(data) // 2])
+    elif how == "missing optimizer":
+        (checkpoint / "optimizer.bin").unlink()
+    elif how == "truncated schedule":
+        data = (checkpoint / "custom_checkpoint_0.pkl").read_bytes()
+        (checkpoint / "custom_checkpoint_0.pkl").write_bytes(data[:-30])
+    else:
+        (checkpoint / "trainer_state.json").write_text('{"step": ')
+
+
+@pytest.mark.parametrize("how", ["truncated model", "missing optimizer", "truncated schedule", "torn trainer_state"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, capsys, how):
+    straight = Regression()
+    Trainer(tmp_path / "a", log_with=None).fit(straight, _cfg(), tmp_path / "a")
+    cfg = _cfg(checkpoints_total_limit=3)
+    part = Regression()
+    part.interrupt_at = 15                                          # during step 8: checkpoints 3 and 6 exist
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tmp_path / "b", log_with=None).fit(part, cfg, tmp_path / "b")
+    stage = tmp_path / "b"
+    _damage(stage / "checkpoints/step_000006", how)
+    with open(stage / "metrics.jsonl", "a") as f:                   # and a torn last metrics line
+        f.write('{"step": 8, "lo')
+    resumed = Regression()
+    summary = Trainer(stage, log_with=None).fit(resumed, cfg, stage)
+    out = capsys.readouterr().out
+    assert "checkpoint step_000006 is damaged" in out and "dropped an unreadable (torn) line of metrics.jsonl" in out
+    assert summary["start_step"] == 3 and (stage / "checkpoints/damaged_step_000006").is_dir()
+    assert [s for s, _ in find_checkpoints(stage)] == [3, 6, 8]
+    for ra, rb in zip(read_metrics(tmp_path / "a"), read_metrics(stage), strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6, abs=1e-9)
+    torch.testing.assert_close(straight.model.weight, resumed.model.weight)
+
+
+def test_a_kills_temporaries_are_removed_and_no_resume_starts_over(tmp_path):
+    Trainer(tmp_path, log_with=None).fit(Regression(), _cfg(max_steps=3), tmp_path)
+    left = [tmp_path / "checkpoints/.step_000006.saving.tmp", tmp_path / "checkpoints/.step_000009.k2j4_x.tmp",
+            tmp_path / ".controlnet.a8dk2l.tmp"]
+    for p in left:
+        (p / "inner").mkdir(parents=True)
+    Trainer(tmp_path, log_with=None).fit(Regression(), _cfg(max_steps=3), tmp_path)
+    assert not any(p.exists() for p in left)
+    summary = Trainer(tmp_path, log_with=None).fit(Regression(), _cfg(max_steps=2), tmp_path, resume=False)
+    assert summary["start_step"] == 0 and [s for s, _ in find_checkpoints(tmp_path)] == [2]
