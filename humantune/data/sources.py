@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from humantune.config import config_to_dict, option
-from humantune.data.loaders import CaptionedCocoPoseDataset, CocoKeypointsDataset, PoseFolderDataset
+from humantune.data.captioned_coco_pose import CaptionedCocoPoseDataset
+from humantune.data.coco import CocoKeypointsDataset
+from humantune.data.loaders import PoseFolderDataset
 from humantune.data.mannequin.world import MannequinConfig, write_world
 from humantune.data.prepare import Head
 from humantune.data.sample import PoseSample

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from humantune.data.loaders import load_rgb, open_pose_dataset
+from humantune.data.loaders import open_pose_dataset
+from humantune.data.readers import load_rgb
 from humantune.errors import DataError, HumantuneError
 from humantune.eval import pose_metrics
 from humantune.eval.inputs import (

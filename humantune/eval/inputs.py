@@ -26,7 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from humantune.data.loaders import IMAGE_EXTENSIONS, read_jsonl
+from humantune.data.loaders import IMAGE_EXTENSIONS
+from humantune.data.readers import read_jsonl
 from humantune.data.sample import validate_keypoints
 from humantune.errors import DataError, HumantuneError
 from humantune.eval import pose_metrics

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from humantune.data.loaders import load_rgb
+from humantune.data.readers import load_rgb
 from humantune.errors import HumantuneError
 from humantune.studies.preference.storage import StudyStore, safe_file
 from humantune.studies.preference.study import add_judge

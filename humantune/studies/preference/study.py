@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from humantune import __version__
-from humantune.data.loaders import read_jsonl
+from humantune.data.readers import read_jsonl
 from humantune.errors import DataError
 from humantune.io import new_output_dir, write_json_atomic, write_text_atomic
 from humantune.studies.preference.storage import (
