@@ -130,15 +130,31 @@ def load_world_images(world_dir: Path) -> tuple[torch.Tensor, list[str]]:
 # ---------------------------------------------------------------------------------------------------------- tasks
 
 
+class VaeReconstruction(torch.nn.Module):
+    """The VAE's training forward pass as one module call (so that DDP, which synchronises gradients of what runs
+    through its wrapper's forward, sees encode and decode): x → q(z|x) → z = μ + σ·n → D(z); returns the
+    reconstruction and the per-sample KL(q(z|x) ‖ N(0, I)). ``n`` comes from the batch's per-sample draws."""
+
+    def __init__(self, vae) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * generator.randn(posterior.mean.shape).to(x.device)
+        return self.vae.decode(z).sample, posterior.kl()
+
+
 class VaeTask:
     """AutoencoderKL on random square crops:  L = |x − D(z)|₁ + β·KL(q(z|x) ‖ N(0, I)),  z ~ q(z|x)."""
 
     def __init__(self, vae, images: torch.Tensor, crop: int, kl_weight: float, validation_images: torch.Tensor):
         self.vae, self.images, self.crop, self.kl_weight = vae, images, crop, kl_weight
         self.validation_images = validation_images
+        self.reconstruction = VaeReconstruction(vae)
 
     def trainable_modules(self):
-        return {"vae": self.vae}
+        return {"vae": self.reconstruction}
 
     def frozen_modules(self):
         return {}
@@ -158,12 +174,9 @@ class VaeTask:
         ys = generator.randint(0, h - self.crop + 1, len(x))
         xs = generator.randint(0, w - self.crop + 1, len(x))
         x = torch.stack([im[:, y:y + self.crop, xx:xx + self.crop] for im, y, xx in zip(x, ys, xs)]).to(batch.device)
-        model = self.model
-        posterior = model.encode(x).latent_dist
-        z = posterior.mean + posterior.std * generator.randn(posterior.mean.shape).to(x.device)
-        recon = model.decode(z).sample
+        recon, kl = self.model(x, generator)
         l1 = (recon - x).abs().mean()
-        kl = posterior.kl().mean() / np.prod(x.shape[1:])
+        kl = kl.mean() / np.prod(x.shape[1:])
         return l1 + self.kl_weight * kl, {"l1": l1.item(), "kl": kl.item()}
 
     @torch.no_grad()
@@ -304,7 +317,7 @@ class PretrainRecipe:
         vae = tiny.build_vae(cfg.vae)
         task = VaeTask(vae, images, cfg.vae_crop, cfg.vae_kl_weight, images[:8])
         self.trainer.fit(task, cfg.vae_train, self.out / "vae", resume=self.resume, desc=f"{cfg.name} vae")
-        vae = self.trainer.unwrap(task.model)
+        vae = task.vae
         # Scale latents to unit variance (SD's scaling_factor; SD3 also centres them with shift_factor).
         gen = torch.Generator().manual_seed(cfg.vae_train.seed)
         with torch.no_grad():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -62,7 +63,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
+    owner = os.getpid()
+
     def interrupt(signum, frame):
+        if os.getpid() != owner:  # a forked worker (e.g. a multiprocessing pool's) ends as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
