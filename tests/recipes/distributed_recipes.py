@@ -52,9 +52,11 @@ def main(argv=None) -> int:
     p.add_argument("base", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--only", action="append", help="run only this recipe (repeatable)")
     args = p.parse_args(argv)
     for name, (run, cfg) in configs(args.base, args.batch_size).items():
-        run(cfg, args.out / name)
+        if not args.only or name in args.only:
+            run(cfg, args.out / name)
     return 0
 
 
