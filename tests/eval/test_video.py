@@ -130,3 +130,51 @@ def test_read_clips_from_a_video_world(tmp_path):
     clips = read_clips(root)
     assert [len(c.frames) for c in clips] == [3, 3] and clips[0].keypoints.shape == (3, 1, 17, 3)
     assert clips[1].load().shape == (3, 64, 64, 3)
+
+
+class _MeanColourPlain(torch.nn.Module):
+    """The 3D ResNet-50 stand-in: called as net(x), pooled features per clip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))], dim=1)
+
+
+def test_fid_vid_runs_end_to_end_on_a_torchscript_resnet3d_stand_in(tmp_path):
+    from humantune.eval.video import fid_vid
+
+    path = tmp_path / "r3d50_K_200ep_features.pt"
+    torch.jit.script(_MeanColourPlain()).save(str(path))
+    rng = np.random.default_rng(1)
+    videos = [rng.integers(0, 256, size=(16, 24, 24, 3), dtype=np.uint8) for _ in range(5)]
+    sampling = ClipSampling(size=24)
+    assert fid_vid(videos, videos, path, sampling)["value"] == pytest.approx(0.0, abs=1e-6)
+    darker = [(v // 3).astype(np.uint8) for v in videos]
+    result = fid_vid(darker, videos, path, sampling)
+    assert result["value"] > 0.1 and result["num_clips"] == [5, 5]
+
+
+def test_temporal_pose_jitter_detects_each_clip_and_averages_the_defined_values():
+    from humantune.eval.pose_estimators import PoseEstimate, PoseEstimator
+    from humantune.eval.video import temporal_pose_jitter
+
+    class Replay(PoseEstimator):
+        """Returns the given tracks' keypoints frame by frame (confidence 1)."""
+
+        def __init__(self, tracks):
+            self.frames = [kp for track in tracks for kp in track]
+
+        def estimate(self, image):
+            kp = self.frames.pop(0).copy()
+            kp[:, 2] = 1.0
+            return PoseEstimate(kp[None], np.ones(1, np.float32))
+
+    smooth = np.stack([_trajectory(t) for t in range(8)])
+    shaky = smooth.copy()
+    shaky[::2, :, 0] += 4.0
+    clips = [np.zeros((8, 16, 16, 3), np.uint8)] * 2
+    result = temporal_pose_jitter(Replay([smooth, shaky]), clips)
+    assert result["per_clip"][0] == pytest.approx(pose_jitter(smooth))
+    assert result["per_clip"][1] == pytest.approx(pose_jitter(shaky))
+    assert result["jitter"] == pytest.approx(np.mean(result["per_clip"])) and result["num_clips"] == 2
+    with_truth = temporal_pose_jitter(Replay([smooth, shaky]), clips, references=[smooth, smooth])
+    assert with_truth["per_clip"][0] == pytest.approx(0.0) and with_truth["per_clip"][1] > 0
