@@ -2,8 +2,9 @@
 
 Training (:func:`humantune.eval.anatomy_judge.train_anatomy_judge`): ``--n-pairs`` twin renders of world seed
 ``--seed`` (each scene once correct and once broken, every broken type in turn), plus the first ``--n-vae`` pairs
-passed through the shipped tiny-sd VAE; the judge is written to ``--out`` (default: the shipped asset folder). Held-out: samples
-0..``--heldout``−1 of the plain world with ``anomaly_prob=0.5`` and seed ``--seed + 1``, as rendered, and the first ``--heldout-vae`` of them VAE-passed.
+passed through the shipped tiny-sd VAE; the judge is written to ``--out`` (default: the shipped asset folder).
+Held-out: samples 0..``--heldout``−1 of the plain world with ``anomaly_prob=0.5`` and seed ``--seed + 1``, as
+rendered, and the first ``--heldout-vae`` of them VAE-passed.
 Reports ROC AUC of P(broken) for correct vs all broken images and vs each broken type, and the false/true positive
 rates at the judge's threshold (Wilson 95 % intervals).
 

@@ -493,9 +493,9 @@ def train_anatomy_judge(n_pairs: int = 4000, n_vae: int = 750, seed: int = 0, st
 
     Training data: ``n_pairs`` twin renders of world seed ``seed`` (:func:`render_judge_pairs`: each scene once
     correct and once broken, every anomaly type in turn), plus the first ``n_vae`` pairs passed through the VAE in
-    ``vae_dir`` (default: the shipped tiny-sd's ``vae/``) as further pairs with the same labels. Held-out: samples 0..heldout−1 of seed
-    ``seed + 1`` of the plain world with ``anomaly_prob=0.5`` (no twins: a different random stream and the
-    distribution the judge meets), as rendered and — the first ``heldout_vae`` — VAE-passed. Training is
+    ``vae_dir`` (default: the shipped tiny-sd's ``vae/``) as further pairs with the same labels. Held-out:
+    samples 0..heldout−1 of seed ``seed + 1`` of the plain world with ``anomaly_prob=0.5`` (no twins: a different
+    random stream and the distribution the judge meets), as rendered and — the first ``heldout_vae`` — VAE-passed. Training is
     :func:`train_judge_on` with ``steps``, ``batch_size``, ``lr``, ``seed`` and twin-pair batches.
 
     Returns the judge (eval mode) and a record: settings, wall seconds (``train_seconds``: rendering, VAE and

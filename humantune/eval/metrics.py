@@ -13,6 +13,9 @@ weights file and whose inputs exist):
                           are all wrong.
 ``anomaly_rate``          fraction of generated images whose best detection fails an anatomy check
                           (:mod:`humantune.eval.anatomy`); no detection counts as an anomaly.
+``body_states``           three rates over images: nobody detected (``no_person``), a person detected and judged
+                          broken by the anatomy judge (``broken``; the headline value) and detected and whole
+                          (``whole``) (:mod:`humantune.eval.anatomy_judge`, shipped weights or ``anatomy_judge``).
 ``ssim``/``psnr``/``l1``  paired with the reference image resized to the generated size (PIL bicubic), uint8, R = 255.
 ``lpips``                 LPIPS v0.1 (:class:`~humantune.eval.distribution.LpipsMetric`), local weights only.
 ``fid``/``kid``           FID/KID on FID-Inception pool3 features (local ``pt_inception-2015-12-05-6726825d.pth``).
@@ -25,8 +28,8 @@ weights file and whose inputs exist):
 
 Intervals (95 %): a mean over images gets a percentile bootstrap over images (10 000 resamples, seed 0); a mean over
 people or keypoints (OKS, PCK) a bootstrap over images of the ratio of per-image sums, so images stay the resampled
-unit; a rate over images (anomaly rate) the Wilson interval (:mod:`humantune.eval.statistics`). AP/AR, FID and
-KID get none (KID reports its std over subsets).
+unit; a rate over images (anomaly rate, body states) the Wilson interval (:mod:`humantune.eval.statistics`). AP/AR,
+FID and KID get none (KID reports its std over subsets).
 """
 
 from __future__ import annotations
@@ -180,6 +183,33 @@ def _metric_anomaly_rate(ctx: EvalContext) -> MetricResult:
                       f"keypoints used at confidence ≥ {DETECTION_CONFIDENCE}",
             "flag": "anomaly score (largest severity) > 1; an image with no detection is flagged (not_detected)",
             "per_image": "anomaly score (∞, written as null, when nobody was detected)",
+        },
+    )
+
+
+def _metric_body_states(ctx: EvalContext) -> MetricResult:
+    from humantune.eval.anatomy_judge import PREPROCESSING, body_rates, body_states
+
+    judge = ctx.models["anatomy_judge"]
+    p_broken = judge.judge([ctx.generated_image(i) for i in ctx.bar(range(ctx.n), "anatomy judge")])
+    detected = [det.num_people > 0 for det in ctx.generated_detections()]
+    states = body_states(detected, p_broken, judge.config.threshold)
+    rates = body_rates(states)
+    broken = rates["broken"]
+    return MetricResult(
+        value=broken["rate"], n=ctx.n, unit="images", per_image=p_broken, ci95=tuple(broken["ci95"]),
+        ci_method="Wilson score interval over images (each of the three rates)", stages=("detect_generated",),
+        extra={"rates": rates, "no_person_rate": rates["no_person"]["rate"], "broken_rate": broken["rate"],
+               "whole_rate": rates["whole"]["rate"]},
+        per_image_extra={"body_state": states}, per_image_column="judge_p_broken",
+        conventions={
+            "estimator": describe_estimator(ctx.estimator),
+            "judge": f"humantune.eval.anatomy_judge.AnatomyJudge ({ctx.options.get('anatomy_judge') or 'shipped'}"
+                     f" weights), P(broken) = 1 - P(correct); preprocessing: {PREPROCESSING}",
+            "states": f"no_person: no detection; broken: detected and P(broken) > {judge.config.threshold}; "
+                      "whole: detected and not broken",
+            "value": "the broken rate; the three rates (sum 1) are under 'rates'",
+            "per_image": "P(broken) of every image, detected or not",
         },
     )
 
@@ -361,6 +391,8 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
                "mean OKS vs detections on the reference image, AP/AR"),
     MetricSpec("pck", _metric_pck, ("targets", "detector"), "PCK@0.2 (torso) vs target poses"),
     MetricSpec("anomaly_rate", _metric_anomaly_rate, ("detector",), "fraction of images failing an anatomy check"),
+    MetricSpec("body_states", _metric_body_states, ("detector", "anatomy_judge"),
+               "rates of no person / detected but judged broken / detected and whole (anatomy judge)"),
     MetricSpec("ssim", _metric_ssim, ("reference",), "SSIM vs the reference image"),
     MetricSpec("psnr", _metric_psnr, ("reference",), "PSNR (dB) vs the reference image"),
     MetricSpec("l1", _metric_l1, ("reference",), "mean absolute error vs the reference image"),
@@ -409,6 +441,10 @@ def load_models(names: list[str], options: dict[str, Any]) -> dict[str, Any]:
     if "lpips" in needs:
         models["lpips"] = distribution.LpipsMetric(options.get("lpips_net", "alex"), options.get("lpips_weights"),
                                                    options.get("lpips_backbone_weights"))
+    if "anatomy_judge" in needs:
+        from humantune.eval.anatomy_judge import AnatomyJudge
+
+        models["anatomy_judge"] = AnatomyJudge.load(options.get("anatomy_judge"))
     if "clip" in needs:
         models["clip"] = distribution.ClipScoreMetric(options.get("clip_model", "openai/clip-vit-large-patch14"))
     return models

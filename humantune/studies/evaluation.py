@@ -61,6 +61,7 @@ def evaluate(
     lpips_backbone_weights: str | os.PathLike | None = None,
     clip_model: str = "openai/clip-vit-large-patch14",
     world_features: str | os.PathLike | None = None,
+    anatomy_judge: str | os.PathLike | None = None,
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
     report: bool = True,
@@ -75,7 +76,8 @@ def evaluate(
     metric whose inputs are missing, an unknown name, mismatched counts or a missing weights file raise
     HumantuneError before any image is scored. estimator: a name for
     :func:`~humantune.eval.pose_estimators.load_pose_estimator` (closed at the end) or an estimator instance (left
-    open). ``out_dir`` must not exist or be empty unless ``overwrite``.
+    open). anatomy_judge: a folder for :meth:`~humantune.eval.anatomy_judge.AnatomyJudge.load` (the
+    ``body_states`` metric; default: the shipped judge). ``out_dir`` must not exist or be empty unless ``overwrite``.
     """
     names = parse_metric_names(metrics)
     ctx = build_context(generated, reference, prompts, area_convention, pairing, progress)
@@ -98,7 +100,8 @@ def evaluate(
                     raise HumantuneError(f"metric '{name}' needs {missing}")
     ctx.options = {"inception_weights": inception_weights, "lpips_net": lpips_net, "lpips_weights": lpips_weights,
                    "lpips_backbone_weights": lpips_backbone_weights, "clip_model": clip_model,
-                   "world_features": world_features, "kid_subset_size": kid_subset_size, "kid_subsets": kid_subsets}
+                   "world_features": world_features, "anatomy_judge": anatomy_judge,
+                   "kid_subset_size": kid_subset_size, "kid_subsets": kid_subsets}
     ctx.models = load_models(names, ctx.options)
 
     own_estimator = False

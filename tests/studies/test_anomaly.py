@@ -12,6 +12,7 @@ from humantune.data.mannequin.world import MannequinConfig, render_sample
 from humantune.errors import DataError, HumantuneError
 from humantune.data.mannequin.prompted import collect
 from humantune.eval.anatomy import score_anatomy
+from humantune.eval.anatomy_judge import AnatomyJudgeConfig
 from humantune.eval.pose_estimators import PoseEstimate, PoseEstimator
 from humantune.eval.preference import wilson_interval
 from humantune.eval.statistics import proportion_difference_interval
@@ -47,6 +48,18 @@ class ScriptedEstimator(PoseEstimator):
         if not hit:
             return PoseEstimate(np.zeros((0, 17, 3), np.float32), np.zeros(0, np.float32))
         return PoseEstimate(self.kp[None], np.ones(1, np.float32))
+
+
+class ScriptedJudge:
+    """An anatomy judge returning the given P(broken) arrays, one per call."""
+
+    def __init__(self, *calls):
+        self.calls, self.config = [np.asarray(c, np.float64) for c in calls], AnatomyJudgeConfig()
+
+    def judge(self, images):
+        p = self.calls.pop(0)
+        assert len(p) == len(images)
+        return p
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +120,32 @@ def test_scan_ranks_prompts_and_reports_the_worst_cases(base, tmp_path):
     assert np.array_equal(np.asarray(again), np.asarray(Image.open(tmp_path / "scan" / "images" / "00005.png")))
     html = (tmp_path / "scan" / "report.html").read_text()
     assert html.count("<img") == 3 and "not_detected" in html                   # worst=3 cases shown
+
+
+def test_scan_reports_no_person_broken_and_whole_rates(base, tmp_path):
+    # prompt 0: images 0-2 detected, judged broken / whole / broken, image 3 missed; prompt 1: nobody detected
+    judge = ScriptedJudge([0.9, 0.1, 0.7, 0.9, 0.1, 0.1, 0.9, 0.9])
+    result = scan(base, TARGETS, 4, 10, tmp_path / "scan", estimator=ScriptedEstimator({0, 1, 2}),
+                  anatomy_judge=judge, progress=False)
+    overall = result["body_rates"]
+    assert [overall[s]["count"] for s in ("no_person", "broken", "whole")] == [5, 2, 1]
+    assert overall["broken"]["rate"] == 0.25 and overall["broken"]["ci95"] == pytest.approx(
+        list(wilson_interval(2, 8)))
+    by_prompt = {r["prompt"]: r["body_rates"] for r in result["prompts"]}
+    assert [by_prompt[TARGETS[0]][s]["count"] for s in ("no_person", "broken", "whole")] == [1, 2, 1]
+    assert by_prompt[TARGETS[1]]["no_person"]["rate"] == 1.0
+    assert result["overall"]["rate"] == 0.625  # the anomaly rate stays: 5 missed, no check fires on the others
+    rows = [json.loads(x) for x in (tmp_path / "scan" / "images" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["body_state"] for r in rows[:4]] == ["broken", "whole", "broken", "no_person"]
+    assert rows[0]["judge_p_broken"] == 0.9
+    assert "found, judged broken" in (tmp_path / "scan" / "report.html").read_text()
+
+
+def test_missing_judge_fails_before_generating(base, tmp_path):
+    with pytest.raises(HumantuneError, match="anatomy judge: .*config.json does not exist"):
+        scan(base, TARGETS, 1, 0, tmp_path / "scan", estimator=ScriptedEstimator(()),
+             anatomy_judge=tmp_path / "no-judge", progress=False)
+    assert not (tmp_path / "scan").exists()
 
 
 def test_scan_refuses_a_non_empty_output_and_bad_counts(base, tmp_path):
@@ -180,6 +219,27 @@ def test_compare_uses_the_same_seeds_and_measures_the_change(base, lora_dir, tmp
     assert page.count("<img") == 6 and "tuned" not in page.lower()
     assert (tmp_path / "cmp/pairs/responses.csv").read_text().splitlines()[0] == "pair,choice"
     assert "Anomaly rate" in (tmp_path / "cmp/report.html").read_text()
+
+
+def test_compare_reports_the_change_of_each_body_state(base, lora_dir, tmp_path):
+    n = 3
+    # base: nothing detected (9 images); tuned: targets 9-14 detected; the judge calls target 0's tuned images broken
+    detect = {9 + i for i in range(6)}
+    judge = ScriptedJudge([0.9] * 9, [0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9])
+    result = compare(base, lora_dir, TARGETS, CONTROLS, n=n, seed=100, out=tmp_path / "cmp",
+                     estimator=ScriptedEstimator(detect), anatomy_judge=judge, progress=False)
+    target = result["body_rates"]["target"]
+    assert target["no_person"]["base"]["rate"] == 1.0 and target["no_person"]["tuned"]["rate"] == 0.0
+    assert (target["broken"]["tuned"]["count"], target["whole"]["tuned"]["count"]) == (3, 3)
+    assert target["broken"]["difference"]["value"] == 0.5
+    assert target["broken"]["difference"]["ci95"] == pytest.approx(list(proportion_difference_interval(3, 6, 0, 6)))
+    assert result["body_rates"]["control"]["no_person"]["difference"]["value"] == 0.0
+    assert result["anomaly_rate"]["target"]["tuned"]["rate"] == 0.0  # the old key beside the new ones
+    first = result["per_prompt"][0]["body_rates"]
+    assert first["tuned"]["broken"]["rate"] == 1.0 and first["base"]["no_person"]["rate"] == 1.0
+    tuned_rows = [json.loads(x) for x in (tmp_path / "cmp/tuned/metadata.jsonl").read_text().splitlines()]
+    assert [r["body_state"] for r in tuned_rows] == ["broken"] * 3 + ["whole"] * 3 + ["no_person"] * 3
+    assert "Body states" in (tmp_path / "cmp/report.html").read_text()
 
 
 def test_pair_sides_follow_the_pair_seed(tmp_path):

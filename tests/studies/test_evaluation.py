@@ -89,6 +89,26 @@ def test_pose_metrics_equal_direct_calls(world):
     assert world["result"].summary["pairing"] == "stem"
 
 
+def test_body_states_split_images_into_three_wilson_rates(world):
+    from humantune.eval.anatomy_judge import judge_images
+    from humantune.eval.preference import wilson_interval
+
+    m = world["result"].summary["metrics"]["body_states"]
+    rows = world["result"].per_image
+    p = judge_images(_batch(world["generated"]))
+    detected = [d.num_people > 0 for d in world["calls"][:8]]
+    states = ["no_person" if not d else "broken" if q > 0.5 else "whole" for d, q in zip(detected, p)]
+    assert [r["body_state"] for r in rows] == states
+    assert [r["judge_p_broken"] for r in rows] == pytest.approx(p.tolist(), abs=1e-12)
+    for state in ("no_person", "broken", "whole"):
+        k = states.count(state)
+        assert m["rates"][state]["count"] == k and m["rates"][state]["rate"] == k / 8
+        assert m["rates"][state]["ci95"] == pytest.approx(list(wilson_interval(k, 8)))
+        assert m[f"{state}_rate"] == k / 8
+    assert m["value"] == m["broken_rate"] and m["ci95"] == m["rates"]["broken"]["ci95"] and m["n"] == 8
+    assert "anomaly_rate" in world["result"].summary["metrics"]  # the old key stays beside the new one
+
+
 def test_per_image_oks_averages_to_the_metric(world):
     rows = world["result"].per_image
     assert len(rows) == 8 and {"oks", "anomaly_score", "detection", "target_keypoints"} <= set(rows[0])

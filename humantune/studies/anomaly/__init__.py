@@ -23,6 +23,10 @@ Conventions (written into every ``scan.json`` / ``compare.json``):
   (tuned − base) carries Newcombe's hybrid-score interval for two independent proportions
   (:func:`humantune.eval.statistics.proportion_difference_interval`; conservative here, since the same seeds pair
   the images).
+- Body states: MediaPipe's "nobody detected" is a different failure from a broken body, and MediaPipe fits a
+  plausible skeleton onto broken bodies, so every image also gets one of three states — ``no_person`` (nobody
+  detected), ``broken`` (a person detected and the anatomy judge, :mod:`humantune.eval.anatomy_judge`, gives
+  P(broken) above its threshold) or ``whole`` — reported as three rates (``body_rates``) with the same intervals.
 - Attribute accuracy: :func:`humantune.eval.attributes.attribute_accuracy` (shirt and trouser colour, background,
   posture) on the same detection, pooled over attributes; its interval is a bootstrap over images and the
   difference's a paired bootstrap over seeds

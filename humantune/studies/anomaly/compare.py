@@ -31,30 +31,35 @@ from humantune.models.generation import generation_settings, load_pipeline, reso
 from humantune.models.lora import load_lora, resolve_lora_dir
 from humantune.report.html import HtmlReport
 from humantune.studies.anomaly.pairs import PREFERENCE_QUESTION, preference_pairs
-from humantune.studies.anomaly.scan import anatomy_conventions, check_prompts, generate_for_prompts, open_estimator, \
-    overlay
+from humantune.eval.anatomy_judge import BODY_STATES, body_rates
+from humantune.studies.anomaly.scan import anatomy_conventions, body_rate_rows, check_prompts, generate_for_prompts, \
+    judge_bodies, open_estimator, open_judge, overlay
 
 
 def compare(base: str | os.PathLike, tuned: str | os.PathLike, target_prompts: Sequence[str],
             control_prompts: Sequence[str], n: int, seed: int, out: str | os.PathLike, *,
             reference_dir: str | os.PathLike | None = None, inception_weights: str | os.PathLike | None = None,
-            world_features: str | os.PathLike | None = None, estimator="mediapipe", steps: int | None = None,
-            guidance_scale: float | None = None, size: int | None = None, pair_seed: int | None = None,
-            overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+            world_features: str | os.PathLike | None = None, estimator="mediapipe", anatomy_judge=None,
+            steps: int | None = None, guidance_scale: float | None = None, size: int | None = None,
+            pair_seed: int | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Compare ``base`` (shipped name, directory or hub id) with ``tuned`` — a LoRA directory (or a
     ``humantune train dreambooth-lora`` output directory) loaded onto ``base``, or a whole pipeline — on the same
     seeds, and write into ``out`` (replaced whole):
 
     - ``base/`` and ``tuned/``: the images with ``metadata.jsonl`` (prompt, set, seed, anatomy);
     - ``compare.json``: anomaly rate per set (``target``, ``control``) before/after with Wilson intervals, the
-      difference with Newcombe's interval and the relative reduction; per-prompt rates; attribute accuracy per set
+      difference with Newcombe's interval and the relative reduction; ``body_rates`` per set: the rates of no person
+      found, person found but judged broken by the anatomy judge, and found and whole, each the same way (base,
+      tuned, difference); per-prompt rates; attribute accuracy per set
       with the paired difference; with ``reference_dir`` (correct images, e.g. from :func:`collect`): SSIM/PSNR over
       the pairs described in the module docstring, ``world_fd`` and, with ``inception_weights``, FID — each for base
       and tuned target images;
     - ``pairs/`` (the preference study: ``NNNN.png``, ``index.html``, ``responses.csv``) and ``key.json`` beside it;
     - ``report.html``.
 
-    A missing Inception weights file fails before any image is generated. Returns compare.json's content.
+    A missing Inception weights file or anatomy judge (``anatomy_judge``: see
+    :func:`~humantune.studies.anomaly.scan.open_judge`) fails before any image is generated. Returns compare.json's
+    content.
     """
     target_prompts = check_prompts(target_prompts, n, "target prompts")
     control_prompts = [str(p).strip() for p in control_prompts if str(p).strip()]
@@ -62,6 +67,7 @@ def compare(base: str | os.PathLike, tuned: str | os.PathLike, target_prompts: S
     tuned_path = Path(tuned).expanduser()
     tuned_is_pipeline = (tuned_path / "model_index.json").is_file() or str(tuned) in shipped_models()
     lora_dir = None if tuned_is_pipeline else resolve_lora_dir(tuned_path)
+    judge = open_judge(anatomy_judge)
     inception = None
     if inception_weights is not None:
         inception = InceptionFeatures(inception_weights)
@@ -90,14 +96,17 @@ def compare(base: str | os.PathLike, tuned: str | os.PathLike, target_prompts: S
             del pipe
             base_scores = score_anatomy(base_images, est, progress, "anatomy (base)")
             tuned_scores = score_anatomy(tuned_images, est, progress, "anatomy (tuned)")
+            base_p, base_states = judge_bodies(judge, base_images, base_scores)
+            tuned_p, tuned_states = judge_bodies(judge, tuned_images, tuned_scores)
             flat_sets = [s for s in sets for _ in range(n)]
             result: dict[str, Any] = {
                 "humantune_version": __version__, "base": str(base), "tuned": str(tuned),
                 "tuned_kind": "pipeline" if lora_dir is None else "lora", "lora_dir": None if lora_dir is None
                 else str(lora_dir.resolve()), "n_per_prompt": n, "seed": seed, "generation": kwargs,
-                "estimator": describe_estimator(est), "conventions": anatomy_conventions(),
+                "estimator": describe_estimator(est),
+                "conventions": anatomy_conventions(judge.config.threshold),
                 "target_prompts": target_prompts, "control_prompts": control_prompts,
-                "anomaly_rate": {}, "attribute_accuracy": {},
+                "anomaly_rate": {}, "body_rates": {}, "attribute_accuracy": {},
             }
             judged = {"base": [(0, 0)] * len(flat), "tuned": [(0, 0)] * len(flat)}
             for set_name in ("target", "control"):
@@ -106,6 +115,8 @@ def compare(base: str | os.PathLike, tuned: str | os.PathLike, target_prompts: S
                     continue
                 result["anomaly_rate"][set_name] = rate_change([base_scores[i].anomalous for i in idx],
                                                                [tuned_scores[i].anomalous for i in idx])
+                result["body_rates"][set_name] = body_state_change([base_states[i] for i in idx],
+                                                                   [tuned_states[i] for i in idx])
                 unparsed = _outside_grammar([flat[i] for i in idx])
                 if unparsed:
                     result["attribute_accuracy"][set_name] = {
@@ -124,7 +135,9 @@ def compare(base: str | os.PathLike, tuned: str | os.PathLike, target_prompts: S
                 for i, (image, prompt, s, sc, st) in enumerate(zip(images, flat, seeds, scores, flat_sets)):
                     name = f"{i:05d}.png"
                     image.save(tmp / arm / name)
+                    p_broken, state = (base_p, base_states) if arm == "base" else (tuned_p, tuned_states)
                     rows.append({"file_name": name, "text": prompt, "set": st, "seed": s, **sc.to_json(),
+                                 "judge_p_broken": p_broken[i], "body_state": state[i],
                                  "attributes_correct": judged[arm][i][0], "attributes_counted": judged[arm][i][1]})
                 write_jsonl_atomic(tmp / arm / "metadata.jsonl", rows)
                 files[arm] = [f"{arm}/{r['file_name']}" for r in rows]
@@ -133,7 +146,9 @@ def compare(base: str | os.PathLike, tuned: str | os.PathLike, target_prompts: S
                 sl = range(p * n, (p + 1) * n)
                 change = rate_change([base_scores[i].anomalous for i in sl], [tuned_scores[i].anomalous for i in sl])
                 result["per_prompt"].append({"prompt": prompt, "set": st, "base": change["base"],
-                                             "tuned": change["tuned"], "difference": change["difference"]})
+                                             "tuned": change["tuned"], "difference": change["difference"],
+                                             "body_rates": {"base": body_rates([base_states[i] for i in sl]),
+                                                            "tuned": body_rates([tuned_states[i] for i in sl])}})
 
             target_idx = [i for i, s in enumerate(flat_sets) if s == "target"]
             if references is not None:
@@ -167,6 +182,19 @@ def compare(base: str | os.PathLike, tuned: str | os.PathLike, target_prompts: S
     return result
 
 
+def body_state_change(base_states: Sequence[str], tuned_states: Sequence[str]) -> dict[str, Any]:
+    """For each body state (:data:`~humantune.eval.anatomy_judge.BODY_STATES`): its rate for each model with the
+    Wilson interval (``rate``, ``ci95``, ``count``, ``n``), the difference tuned − base with Newcombe's interval and
+    the relative reduction (:func:`~humantune.eval.statistics.rate_change` of the indicator of that state)."""
+    out = {}
+    for state in BODY_STATES:
+        change = rate_change([s == state for s in base_states], [s == state for s in tuned_states])
+        for arm in ("base", "tuned"):
+            change[arm]["count"] = change[arm].pop("anomalous")
+        out[state] = change
+    return out
+
+
 def _fmt_ci(ci) -> str:
     return "—" if not ci else f"{ci[0]:.3f} – {ci[1]:.3f}"
 
@@ -185,6 +213,9 @@ def _compare_report(path: Path, result: dict, base_images, tuned_images, base_sc
                      "tuned − base": c["difference"]["value"], "difference 95% CI": _fmt_ci(c["difference"]["ci95"]),
                      "relative reduction": c["relative_reduction"], "n per model": c["base"]["n"]})
     report.table(rows)
+    report.heading("Body states (no person found / found, judged broken by the anatomy judge / found and whole)")
+    report.table(body_rate_rows({f"{name}, {arm}": {state: c[state][arm] for state in BODY_STATES}
+                                 for name, c in result["body_rates"].items() for arm in ("base", "tuned")}))
     report.heading("Attribute accuracy (shirt/trouser colour, background, posture)")
     report.table([{"prompts": name, "base": c["base"]["value"], "base 95% CI": _fmt_ci(c["base"]["ci95"]),
                    "tuned": c["tuned"]["value"], "tuned 95% CI": _fmt_ci(c["tuned"]["ci95"]),

@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from humantune import __version__
 from humantune.errors import HumantuneError
 from humantune.eval.anatomy import AnatomyScore, score_anatomy
+from humantune.eval.anatomy_judge import AnatomyJudge, body_rates, body_states
 from humantune.eval.context import describe_estimator
 from humantune.eval.pose_estimators import DETECTION_CONFIDENCE, PoseEstimator, load_pose_estimator
 from humantune.eval.statistics import rate_entry
@@ -66,6 +68,22 @@ def generate_for_prompts(pipe, prompts: Sequence[str], n: int, seed: int, kwargs
     return flat, seeds, images
 
 
+def open_judge(judge) -> AnatomyJudge:
+    """The anatomy judge: an instance (anything with ``judge(images)`` and ``config.threshold``) as given, else
+    :meth:`AnatomyJudge.load` of a name or folder (None: the shipped judge)."""
+    if judge is None or isinstance(judge, (str, os.PathLike)):
+        return AnatomyJudge.load(judge)
+    return judge
+
+
+def judge_bodies(judge: AnatomyJudge, images: Sequence[Image.Image], scores: Sequence[AnatomyScore]
+                 ) -> tuple[list[float], list[str]]:
+    """P(broken) of each image by ``judge`` and its body state (``no_person`` when the estimator found nobody,
+    else ``broken`` / ``whole`` by the judge's threshold)."""
+    p = judge.judge([np.asarray(im.convert("RGB")) for im in images])
+    return [float(x) for x in p], body_states([sc.keypoints is not None for sc in scores], p, judge.config.threshold)
+
+
 def check_prompts(prompts: Sequence[str], n: int, what: str = "prompts") -> list[str]:
     """The non-empty prompts, stripped; HumantuneError for none or ``n`` < 1."""
     prompts = [str(p).strip() for p in prompts if str(p).strip()]
@@ -77,17 +95,20 @@ def check_prompts(prompts: Sequence[str], n: int, what: str = "prompts") -> list
 
 
 def scan(model: str | os.PathLike, prompts: Sequence[str], n: int, seed: int, out: str | os.PathLike, *,
-         lora: str | os.PathLike | None = None, estimator="mediapipe", steps: int | None = None,
+         lora: str | os.PathLike | None = None, estimator="mediapipe", anatomy_judge=None, steps: int | None = None,
          guidance_scale: float | None = None, size: int | None = None, worst: int = 24, overwrite: bool = False,
          progress: bool = True) -> dict[str, Any]:
     """Generate ``n`` images per prompt with ``model`` (plus ``lora`` if given), score their anatomy and rank the
     prompts by anomaly rate. Writes into ``out`` (replaced whole; must be empty or absent unless ``overwrite``):
-    ``images/NNNNN.png`` with ``images/metadata.jsonl`` (prompt, seed, flag, score, violations, detection),
-    ``scan.json`` (the ranking with Wilson intervals, conventions, settings) and ``report.html`` (the ranking and the
-    worst cases with the detected skeleton drawn over each, at most ``worst`` images). Returns scan.json's content.
+    ``images/NNNNN.png`` with ``images/metadata.jsonl`` (prompt, seed, flag, score, violations, detection, the
+    judge's P(broken) and the body state), ``scan.json`` (the ranking with Wilson intervals; ``body_rates``: the
+    rates of no person / judged broken / whole, overall and per prompt; conventions, settings) and ``report.html``
+    (the ranking and the worst cases with the detected skeleton drawn over each, at most ``worst`` images).
+    ``anatomy_judge``: see :func:`open_judge`. Returns scan.json's content.
     """
     prompts = check_prompts(prompts, n)
     source = resolve_model(model)
+    judge = open_judge(anatomy_judge)
     est, own = open_estimator(estimator)
     t0 = time.perf_counter()
     try:
@@ -98,19 +119,24 @@ def scan(model: str | os.PathLike, prompts: Sequence[str], n: int, seed: int, ou
             kwargs = generation_settings(source, steps, guidance_scale, size)
             flat, seeds, images = generate_for_prompts(pipe, prompts, n, seed, kwargs, progress, "scan")
             scores = score_anatomy(images, est, progress)
+            p_broken, states = judge_bodies(judge, images, scores)
             (tmp / "images").mkdir()
             rows = []
             for i, (prompt, s, image, sc) in enumerate(zip(flat, seeds, images, scores)):
                 name = f"{i:05d}.png"
                 image.save(tmp / "images" / name)
-                rows.append({"file_name": name, "text": prompt, "seed": s, **sc.to_json()})
+                rows.append({"file_name": name, "text": prompt, "seed": s, **sc.to_json(),
+                             "judge_p_broken": p_broken[i], "body_state": states[i]})
             write_jsonl_atomic(tmp / "images" / "metadata.jsonl", rows)
             flags = [[sc.anomalous for sc in scores[p * n:(p + 1) * n]] for p in range(len(prompts))]
             ranking = rank_prompts(prompts, flags)
+            for row in ranking:
+                row["body_rates"] = body_rates(states[row["index"] * n:(row["index"] + 1) * n])
             result = {
                 "humantune_version": __version__, "model": str(model), "lora": None if lora is None else str(lora),
                 "n_per_prompt": n, "seed": seed, "generation": kwargs, "estimator": describe_estimator(est),
-                "conventions": anatomy_conventions(), "overall": rate_entry([sc.anomalous for sc in scores]),
+                "conventions": anatomy_conventions(judge.config.threshold),
+                "overall": rate_entry([sc.anomalous for sc in scores]), "body_rates": body_rates(states),
                 "prompts": ranking, "seconds": time.perf_counter() - t0,
             }
             write_json_atomic(tmp / "scan.json", json_safe(result))
@@ -121,14 +147,31 @@ def scan(model: str | os.PathLike, prompts: Sequence[str], n: int, seed: int, ou
     return json_safe(result)
 
 
-def anatomy_conventions() -> dict[str, str]:
-    """The seed, flag and interval conventions written into scan.json and compare.json."""
+def anatomy_conventions(judge_threshold: float = 0.5) -> dict[str, str]:
+    """The seed, flag, body-state and interval conventions written into scan.json and compare.json."""
     return {
         "seeds": "prompt p (0-based), image j -> seed + p*n + j (as `humantune generate`)",
         "anomalous": "highest-scoring detection fails a humantune.eval.anatomy check (severity > 1, keypoints at "
                      f"confidence >= {DETECTION_CONFIDENCE}, no mask), or nobody is detected",
+        "body_states": "no_person: the estimator detects nobody; broken: a person is detected and the anatomy judge "
+                       f"(humantune.eval.anatomy_judge) gives P(broken) > {judge_threshold}; whole: detected and "
+                       "not broken",
         "rate_interval": "Wilson score interval, 95 %",
     }
+
+
+def body_rate_rows(groups: dict[str, dict[str, dict]]) -> list[dict[str, Any]]:
+    """Report rows of :func:`~humantune.eval.anatomy_judge.body_rates` entries, one row per group."""
+    rows = []
+    for name, rates in groups.items():
+        row: dict[str, Any] = {"images": name, "n": next(iter(rates.values()))["n"]}
+        for state, label in (("no_person", "no person found"), ("broken", "found, judged broken"),
+                             ("whole", "found and whole")):
+            e = rates[state]
+            row[label] = e["rate"]
+            row[f"{label} 95% CI"] = f"{e['ci95'][0]:.3f}–{e['ci95'][1]:.3f}"
+        rows.append(row)
+    return rows
 
 
 def _scan_report(path: Path, result: dict, images, scores, flat, seeds, n: int, worst: int) -> None:
@@ -139,6 +182,7 @@ def _scan_report(path: Path, result: dict, images, scores, flat, seeds, n: int, 
                      f"(95 % CI {o['ci95'][0]:.3f}–{o['ci95'][1]:.3f}, {o['anomalous']}/{o['n']}).")
     report.paragraph("An image is anomalous when an anatomy check fires on its best detection or when nobody is "
                      "detected (a missed person counts as broken).")
+    report.table(body_rate_rows({"all prompts": result["body_rates"]}))
     report.table([{"rank": r["rank"], "prompt": r["prompt"], "anomaly rate": r["rate"],
                    "95% CI": f"{r['ci95'][0]:.3f}–{r['ci95'][1]:.3f}", "anomalous": r["anomalous"], "n": r["n"]}
                   for r in result["prompts"]])
