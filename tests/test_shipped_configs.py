@@ -9,7 +9,8 @@ from humantune.config import load_config
 from humantune.recipes import recipes
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-FILES = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml"))
+FILES = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "accelerate")
+"""humantune's config files; configs/accelerate/ holds accelerate's (tests/train/test_accelerate_configs.py)."""
 
 
 def recipe_folders() -> dict[str, type]:
