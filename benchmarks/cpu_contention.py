@@ -1,5 +1,5 @@
 """How much two torch training processes on one CPU slow each other, with torch's default threads and with the
-threads humantune chooses when OMP_NUM_THREADS is not set (humantune/__init__.py: the CPUs minus the 1-minute load
+threads humantune chooses when OMP_NUM_THREADS is not set (humantune/threads.py: the CPUs minus the 1-minute load
 average, at least 1).
 
 A worker trains a tiny-sd-sized UNet (the pretrain recipe's default architecture, 16² latents, batch 8) for a fixed

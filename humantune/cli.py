@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,6 +20,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's TFLite notices
+
+from humantune.threads import apply_default_threads  # noqa: E402
+
+apply_default_threads()  # the free CPUs unless OMP_NUM_THREADS is set; before torch loads
 
 from humantune import __version__  # noqa: E402
 from humantune.errors import HumantuneError  # noqa: E402
@@ -29,6 +35,114 @@ SET_HELP = "override a config value: --set key=value (repeatable; dotted keys fo
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with humantune's error format: one line ``humantune: error: ...``, exit status 2 (not argparse's
+    usage block)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"humantune: error: {' '.join(message.split())} (see: {self.prog} --help)\n")
+
+
+# --- values checked before any work (argparse types: the error names the option) ------------------------------------
+
+MAX_IMAGE_SIZE = 8192
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def image_size(text: str) -> int:
+    """A side in pixels: at least 1 and at most :data:`MAX_IMAGE_SIZE` (the model's own multiple is checked when
+    the model is known)."""
+    value = positive_int(text)
+    if value > MAX_IMAGE_SIZE:
+        gib = value * value * 3 * 4 / 2**30
+        raise argparse.ArgumentTypeError(f"{value} is too large (at most {MAX_IMAGE_SIZE}): one {value}×{value} image "
+                                         f"alone is {gib:,.0f} GiB as float32 RGB, before any model runs")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _first_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return Path(".")
+
+
+def _check_writable_place(path: Path, option: str) -> None:
+    """HumantuneError unless ``path`` can be made: no part of it is a file, and its nearest existing folder is
+    writable."""
+    existing = _first_existing(path.parent if path != path.parent else path)
+    if not existing.is_dir():
+        raise HumantuneError(f"{option} '{path}': '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HumantuneError(f"{option} '{path}': the folder '{existing}' is not writable")
+
+
+def check_output_file(path: Path, option: str = "--out") -> None:
+    """An output *file*: never an existing folder (a file must not replace one), and writable."""
+    if path.is_dir():
+        raise HumantuneError(f"{option} '{path}' is a folder; give a file name (e.g. {path / 'sheet.html'})")
+    _check_writable_place(path, option)
+
+
+def check_output_folder(path: Path, overwrite: bool = False, option: str = "--out",
+                        inputs: dict[str, object] | None = None) -> None:
+    """An output *folder*, before any work: not a file, writable, empty or absent unless ``overwrite``, and never
+    one of the ``inputs`` (option → path) or a folder holding one, which replacing it would delete."""
+    if path.exists() and not path.is_dir():
+        raise HumantuneError(f"{option} '{path}' is a file, not a folder")
+    _check_writable_place(path, option)
+    if path.is_dir() and not overwrite and any(path.iterdir()):
+        raise HumantuneError(f"{option} '{path}' exists and is not empty; choose another or pass --overwrite")
+    out = path.resolve()
+    for name, value in (inputs or {}).items():
+        if value is None or not Path(str(value)).exists():
+            continue
+        source = Path(str(value)).resolve()
+        if out == source or out in source.parents:
+            raise HumantuneError(f"{option} '{path}' would replace {name} '{value}', which this command reads; "
+                                 "choose another output folder")
+
+
+def _check_model_size(model: str, size: int | None) -> None:
+    """--size against a local or shipped model's multiple, before anything loads."""
+    from humantune.models.generation import check_image_size, resolve_model
+
+    if size is not None:
+        source = resolve_model(model)
+        if Path(source).is_dir():
+            check_image_size(source, size, size)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -58,6 +172,7 @@ def cmd_data_mannequin(args: argparse.Namespace) -> int:
     from humantune.config import load_config
     from humantune.data.mannequin.world import MannequinConfig, write_world
 
+    check_output_folder(args.out, args.overwrite)
     cfg = load_config(MannequinConfig, args.config, _overrides(args, n=args.n, seed=args.seed, size=args.size))
     out = write_world(cfg, args.out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {cfg.n} images to {out} (COCO keypoints: {out / 'annotations/person_keypoints.json'})")
@@ -68,6 +183,7 @@ def cmd_data_video(args: argparse.Namespace) -> int:
     from humantune.config import load_config
     from humantune.data.mannequin.video import MannequinVideoConfig, write_video_world
 
+    check_output_folder(args.out, args.overwrite)
     cfg = load_config(MannequinVideoConfig, args.config,
                       _overrides(args, n=args.n, seed=args.seed, size=args.size, frames=args.frames))
     out = write_video_world(cfg, args.out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
@@ -78,6 +194,7 @@ def cmd_data_video(args: argparse.Namespace) -> int:
 def cmd_data_sheet(args: argparse.Namespace) -> int:
     from humantune.report.contact_sheet import write_contact_sheet
 
+    check_output_file(args.out)
     out = write_contact_sheet(args.dataset, args.out, max_samples=args.max_samples)
     print(f"wrote {out}")
     return 0
@@ -90,6 +207,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from humantune.report.contact_sheet import write_contact_sheet
 
     out = Path(args.output_dir)
+    check_output_folder(out, overwrite=True, option="--output-dir")
+    check_output_file(out / "contact_sheet.html", option="--output-dir")
     cfg = load_config(MannequinConfig, None, [f"n={args.n}", f"seed={args.seed}"])
     # Re-running the demo replaces its own earlier world, never a folder it did not write.
     own_world = (out / "world" / "world.json").is_file()
@@ -110,6 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.recipe not in table:
         raise HumantuneError(f"unknown recipe '{args.recipe}'; known: {', '.join(table)}")
     config_cls, run, _ = table[args.recipe]
+    check_output_folder(args.output_dir, overwrite=True, option="--output-dir")  # a run folder is re-entered
     cfg = load_config(config_cls, args.config, args.overrides)
     out = run(cfg, args.output_dir, resume=not args.no_resume, allow_config_change=args.allow_config_change)
     print(f"{args.recipe}: wrote {out}")
@@ -146,7 +266,15 @@ def cmd_models_path(args: argparse.Namespace) -> int:
 def cmd_models_ship(args: argparse.Namespace) -> int:
     from humantune.models.shipping import check_float32_on_load, model_size_mb, ship_model
 
-    out = ship_model(args.model_dir, args.name)
+    name = args.name
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\:"):
+        raise HumantuneError(f"--name '{name}' must be a plain folder name (no path): the model goes into "
+                             "humantune/assets/models/NAME")
+    if (Path(args.model_dir) / "model_index.json").is_file():
+        from humantune.models.generation import check_pipeline_dir
+
+        check_pipeline_dir(Path(args.model_dir))
+    out = ship_model(args.model_dir, name)
     check_float32_on_load(out)
     print(f"shipped {args.name}: {out} ({model_size_mb(out):.1f} MB)")
     return 0
@@ -159,6 +287,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompts = list(args.prompt) + (read_prompts(args.prompts) if args.prompts else [])
     if not prompts:
         raise HumantuneError("give at least one --prompt TEXT or --prompts FILE")
+    check_output_folder(args.out, args.overwrite, inputs={"--prompts": args.prompts, "--pose": args.pose,
+                                                          "--model": args.model, "--controlnet": args.controlnet})
+    _check_model_size(args.model, args.size)
     with new_output_dir(args.out, args.overwrite) as tmp:
         n = generate(args.model, prompts, tmp, n=args.n, seed=args.seed, pose=args.pose, controlnet=args.controlnet,
                      steps=args.steps, guidance_scale=args.guidance_scale, size=args.size, progress=not args.quiet)
@@ -172,6 +303,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from humantune.studies.evaluation import evaluate
 
+    check_output_folder(args.out, args.overwrite, inputs={"--generated": args.generated,
+                                                          "--reference": args.reference, "--prompts": args.prompts})
     result = evaluate(
         args.generated, args.reference, out_dir=args.out, prompts=args.prompts, metrics=args.metrics,
         area_convention=args.area_convention, pairing=args.pairing, inception_weights=args.inception_weights,
@@ -202,6 +335,14 @@ def cmd_anomaly_scan(args: argparse.Namespace) -> int:
     prompts = _prompt_list(args)
     if not prompts:
         raise HumantuneError("give --prompts FILE or at least one --prompt TEXT")
+    check_output_folder(args.out, args.overwrite, inputs={"--prompts": args.prompts, "--lora": args.lora,
+                                                          "--model": args.model})
+    _check_model_size(args.model, args.size)
+    if args.lora is not None:
+        from humantune.models.generation import resolve_model
+        from humantune.models.lora import check_lora
+
+        check_lora(args.lora, resolve_model(args.model))
     result = scan(args.model, prompts, args.n, args.seed, args.out, lora=args.lora, steps=args.steps,
                   guidance_scale=args.guidance_scale, size=args.size, worst=args.worst, overwrite=args.overwrite,
                   progress=not args.quiet)
@@ -217,11 +358,26 @@ def cmd_anomaly_collect(args: argparse.Namespace) -> int:
     prompts = _prompt_list(args)
     if not prompts and args.source is None:
         raise HumantuneError("give --prompt TEXT or --prompts FILE (the prompt the correct images show)")
+    check_output_folder(args.out, args.overwrite, inputs={"--from": args.source, "--prompts": args.prompts})
     out = collect(prompts, args.out, n=args.n, seed=args.seed, size=args.size, source=args.source,
                   appearance=args.appearance, overwrite=args.overwrite, progress=not args.quiet)
     count = sum(1 for line in (out / "metadata.jsonl").read_text().splitlines() if line.strip())
     print(f"wrote {count} correct images to {out} (metadata.jsonl: file_name, text)")
     return 0
+
+
+def _check_tuned(base: str, tuned: Path) -> None:
+    """--tuned before any work: a whole pipeline folder is checked as a model, a LoRA against the base model."""
+    from humantune.models.generation import check_pipeline_dir, resolve_model
+    from humantune.models.lora import check_lora
+
+    if not Path(tuned).exists():
+        raise HumantuneError(f"--tuned '{tuned}' not found (a LoRA folder, a dreambooth-lora output folder or a "
+                             "pipeline folder)")
+    if (Path(tuned) / "model_index.json").is_file():
+        check_pipeline_dir(Path(tuned))
+    else:
+        check_lora(tuned, resolve_model(base))
 
 
 def cmd_anomaly_compare(args: argparse.Namespace) -> int:
@@ -232,6 +388,11 @@ def cmd_anomaly_compare(args: argparse.Namespace) -> int:
     if not targets:
         raise HumantuneError("give --prompts FILE or at least one --prompt TEXT (the target prompts)")
     controls = read_prompts(args.control_prompts) if args.control_prompts else []
+    check_output_folder(args.out, args.overwrite, inputs={
+        "--tuned": args.tuned, "--reference": args.reference, "--prompts": args.prompts,
+        "--control-prompts": args.control_prompts, "--base": args.base})
+    _check_model_size(args.base, args.size)
+    _check_tuned(args.base, args.tuned)
     result = compare(args.base, args.tuned, targets, controls, n=args.n, seed=args.seed, out=args.out,
                      reference_dir=args.reference, inception_weights=args.inception_weights, steps=args.steps,
                      guidance_scale=args.guidance_scale, size=args.size, overwrite=args.overwrite,
@@ -254,9 +415,9 @@ def cmd_anomaly_compare(args: argparse.Namespace) -> int:
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """--steps / --guidance-scale / --size, each defaulting to the model's own (its humantune.json)."""
-    p.add_argument("--steps", type=int, help="sampling steps (default: the model's own)")
-    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
-    p.add_argument("--size", type=int, help="image size (default: the model's own)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's own)")
+    p.add_argument("--guidance-scale", type=finite_float, help="classifier-free guidance (default: the model's own)")
+    p.add_argument("--size", type=image_size, help="image size (default: the model's own)")
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -269,7 +430,7 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from humantune.config import describe_config
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="humantune", formatter_class=_formatter,
         description="Fine-tune diffusion models so they draw humans better, and measure it.",
     )
@@ -280,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="The embedded default: render a small mannequin world and an HTML contact "
                                       "sheet with keypoints and captions overlaid.")
     demo.add_argument("--output-dir", type=Path, default=Path("out/demo"), help="where to write (default: out/demo)")
-    demo.add_argument("--n", type=int, default=48, help="number of images (default: 48)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--n", type=positive_int, default=48, help="number of images (default: 48)")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
@@ -298,11 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=describe_config(MannequinConfig, "config keys (--config FILE / --set key=value):"),
     )
     m.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
-    m.add_argument("--n", type=int, help="number of images (config key n)")
-    m.add_argument("--seed", type=int, help="random seed (config key seed)")
-    m.add_argument("--size", type=int, help="image size in pixels (config key size)")
+    m.add_argument("--n", type=positive_int, help="number of images (config key n)")
+    m.add_argument("--seed", type=non_negative_int, help="random seed (config key seed)")
+    m.add_argument("--size", type=image_size, help="image size in pixels (config key size)")
     _add_config_args(m)
-    m.add_argument("--workers", type=int, help="parallel worker processes (default: all cores)")
+    m.add_argument("--workers", type=positive_int, help="parallel worker processes (default: all cores)")
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_data_mannequin)
@@ -314,12 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=describe_config(MannequinVideoConfig, "config keys (--config FILE / --set key=value):"),
     )
     v.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
-    v.add_argument("--n", type=int, help="number of clips (config key n)")
-    v.add_argument("--frames", type=int, help="frames per clip (config key frames)")
-    v.add_argument("--seed", type=int, help="random seed (config key seed)")
-    v.add_argument("--size", type=int, help="frame size in pixels (config key size)")
+    v.add_argument("--n", type=positive_int, help="number of clips (config key n)")
+    v.add_argument("--frames", type=positive_int, help="frames per clip (config key frames)")
+    v.add_argument("--seed", type=non_negative_int, help="random seed (config key seed)")
+    v.add_argument("--size", type=image_size, help="frame size in pixels (config key size)")
     _add_config_args(v)
-    v.add_argument("--workers", type=int, help="parallel worker processes (default: all cores)")
+    v.add_argument("--workers", type=positive_int, help="parallel worker processes (default: all cores)")
     v.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_data_video)
@@ -329,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and captions of a humantune pose folder.")
     s.add_argument("dataset", type=Path, help="dataset folder (with metadata.jsonl)")
     s.add_argument("--out", type=Path, required=True, help="output HTML file")
-    s.add_argument("--max-samples", type=int, default=64, help="samples to show (default: 64)")
+    s.add_argument("--max-samples", type=positive_int, default=64, help="samples to show (default: 64)")
     s.set_defaults(func=cmd_data_sheet)
 
     from humantune.recipes import recipes
@@ -371,11 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", type=Path, help="text file with one prompt per line")
     g.add_argument("--pose", help="keypoints JSON (17x3 COCO per person) or OpenPose image; needs --controlnet")
     g.add_argument("--controlnet", help="ControlNetModel directory or hub id (pose-conditioned generation)")
-    g.add_argument("--n", type=int, default=4, help="images per prompt (default: 4)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
-    g.add_argument("--steps", type=int, help="sampling steps (default: the model's own, else 30)")
-    g.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the model's own)")
-    g.add_argument("--size", type=int, help="image size in pixels (default: the model's own)")
+    g.add_argument("--n", type=positive_int, default=4, help="images per prompt (default: 4)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first image; image i uses seed + i")
+    g.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's own, else 30)")
+    g.add_argument("--guidance-scale", type=finite_float, help="classifier-free guidance (default: the model's own)")
+    g.add_argument("--size", type=image_size, help="image size in pixels (default: the model's own)")
     g.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -420,10 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
     asc.add_argument("--prompts", type=Path, help="text file, one prompt per line (# starts a comment)")
     asc.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     asc.add_argument("--lora", type=Path, help="LoRA directory to load onto the model first")
-    asc.add_argument("--n", type=int, default=16, help="images per prompt (default: 16)")
-    asc.add_argument("--seed", type=int, default=0, help="seed of the first image; prompt p image j: seed + p*n + j")
+    asc.add_argument("--n", type=positive_int, default=16, help="images per prompt (default: 16)")
+    asc.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first image; prompt p image j: seed + p*n + j")
     _add_sampling_options(asc)
-    asc.add_argument("--worst", type=int, default=24, help="worst-case images shown in the report (default: 24)")
+    asc.add_argument("--worst", type=non_negative_int, default=24, help="worst-case images shown in the report (default: 24)")
     _add_output_options(asc)
     asc.set_defaults(func=cmd_anomaly_scan)
 
@@ -435,9 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     aco.add_argument("--prompt", action="append", default=[], help="the failing prompt (repeatable)")
     aco.add_argument("--prompts", type=Path, help="text file, one prompt per line")
     aco.add_argument("--from", dest="source", type=Path, help="folder of your own correct images")
-    aco.add_argument("--n", type=int, help="images per prompt to render (default: 5), or the first N of --from")
-    aco.add_argument("--seed", type=int, default=0, help="mannequin-world seed (prompt p uses seed + p)")
-    aco.add_argument("--size", type=int, default=128, help="rendered image size (default: 128)")
+    aco.add_argument("--n", type=positive_int,
+                     help="images per prompt to render (default: 5), or the first N of --from")
+    aco.add_argument("--seed", type=non_negative_int, default=0, help="mannequin-world seed (prompt p uses seed + p)")
+    aco.add_argument("--size", type=image_size, default=128, help="rendered image size (default: 128)")
     aco.add_argument("--appearance", choices=["prompt", "random"], default="prompt",
                      help="dress people as the prompt says (default), or randomly (action and background only)")
     _add_output_options(aco)
@@ -459,8 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
     acm.add_argument("--reference", type=Path, help="correct images (e.g. `anomaly collect` output) for SSIM/PSNR/FID")
     acm.add_argument("--inception-weights", type=Path,
                      help="pt_inception-2015-12-05-6726825d.pth: adds FID against --reference")
-    acm.add_argument("--n", type=int, default=16, help="images per prompt and model (default: 16)")
-    acm.add_argument("--seed", type=int, default=0, help="seed of the first image (the same for both models)")
+    acm.add_argument("--n", type=positive_int, default=16, help="images per prompt and model (default: 16)")
+    acm.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first image (the same for both models)")
     _add_sampling_options(acm)
     _add_output_options(acm)
     acm.set_defaults(func=cmd_anomaly_compare)
@@ -468,21 +630,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars still on the screen (a bar left by an exception ends mid-line), each left standing
+    where it stopped and ending its line, so that a message starts on a line of its own in a terminal and in a log
+    file alike."""
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is None:
+        return
+    for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+        try:
+            bar.leave = True
+            bar.close()
+        except Exception:  # noqa: BLE001 - a half-torn-down bar must not hide the user's error
+            pass
+    sys.stdout.flush()
+
+
+class _LineEnd:
+    """A text stream that remembers the last character written to it: a progress bar ends its updates with a
+    carriage return (and one closed with ``leave=False`` clears itself that way), so a message after it would be
+    glued to it in a log file."""
+
+    def __init__(self, stream: typing.TextIO) -> None:
+        self.stream, self.last = stream, "\n"
+
+    def write(self, text: str) -> int:
+        if text:
+            self.last = text[-1]
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> typing.Any:
+        return getattr(self.stream, name)
+
+
+def _fresh_line(stream: typing.TextIO) -> None:
+    """Start a new line on ``stream`` unless the cursor is at the start of one (a terminal is, after a bar cleared
+    itself with a carriage return; a file is not)."""
+    last = getattr(stream, "last", "\n")
+    at_start = last == "\n" or (last == "\r" and getattr(stream, "isatty", lambda: False)())
+    if not at_start:
+        stream.write("\n")
+
+
+def _report(message: str) -> None:
+    _end_progress_bars()
+    _fresh_line(sys.stderr)
+    print(f"humantune: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever the message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    stderr, sys.stderr = sys.stderr, _LineEnd(sys.stderr)
     try:
         return func(args)
     except HumantuneError as e:
-        print(f"humantune: error: {e}", file=sys.stderr)
+        _report(f"error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("humantune: interrupted", file=sys.stderr)
+        _report("interrupted")
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        sys.stderr = stderr
 
 
 if __name__ == "__main__":

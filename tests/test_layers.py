@@ -13,7 +13,7 @@ LAYERS = {
     "recipes": 1, "studies": 1,
     "eval": 2, "losses": 2, "models": 2, "report": 2,
     "data": 3, "train": 3,
-    "config": 4, "io": 4, "errors": 4, "__init__": 4,
+    "config": 4, "io": 4, "errors": 4, "threads": 4, "__init__": 4,
 }
 """Top (0) to bottom (4): a module may import its own layer and the ones below it."""
 

@@ -1,11 +1,11 @@
-"""humantune's default torch threads (humantune/__init__.py): the free CPUs, at least one, unless the user set
-OMP_NUM_THREADS."""
+"""humantune's default torch threads (humantune/threads.py): the free CPUs, at least one, unless the user set
+OMP_NUM_THREADS; the command line applies them before torch loads, a plain library import changes nothing."""
 
 import os
 import subprocess
 import sys
 
-from humantune import default_threads
+from humantune.threads import default_threads
 
 
 def test_default_threads_leave_busy_cpus_alone():
@@ -15,12 +15,19 @@ def test_default_threads_leave_busy_cpus_alone():
     assert default_threads(8, 2.5) == 6
 
 
-def test_an_explicit_omp_num_threads_wins_and_is_otherwise_set_before_torch_loads():
-    code = "import humantune, os, torch; print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
+def _run(code: str, **env_extra) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    chosen, threads = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                     check=True).stdout.split()
+    return subprocess.run([sys.executable, "-c", code], env={**env, **env_extra}, capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+def test_the_cli_sets_threads_before_torch_loads_and_an_explicit_setting_wins():
+    code = "import humantune.cli, os, torch; print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
+    chosen, threads = _run(code)
     assert chosen == threads and 1 <= int(threads) <= len(os.sched_getaffinity(0))
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert out == ["1", "1"]
+    explicit = "1" if chosen != "1" else "2"   # torch caps the count at the cores
+    assert _run(code, OMP_NUM_THREADS=explicit) == [explicit, explicit]
+
+
+def test_importing_the_library_leaves_the_environment_alone():
+    assert _run("import os, humantune; print('OMP_NUM_THREADS' in os.environ)") == ["False"]

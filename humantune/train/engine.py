@@ -242,6 +242,7 @@ class Trainer:
         start, path = self._resume_point(stage_dir, len(modules), desc) if resume else (0, None)
         if path is not None:
             self._load_checkpoint(path, list(modules.values()))
+            self._use_recorded_threads(path, desc)
             if ema is not None:
                 ema.to(acc.device)
             # The schedule comes from this run's config, so a resumed run may change max_steps or the
@@ -478,6 +479,16 @@ class Trainer:
         broadcast_object_list(choice)
         return choice[0], None if choice[1] is None else Path(choice[1])
 
+    def _use_recorded_threads(self, path: Path, desc: str) -> None:
+        """Run on as many threads as the checkpointed run did: float sums, and so the loss trajectory, depend on
+        the thread count, and humantune's default follows the machine's load (humantune.threads)."""
+        recorded = json.loads((Path(path) / "trainer_state.json").read_text()).get("threads")
+        if recorded and recorded != torch.get_num_threads():
+            if self.is_main:
+                tqdm.write(f"{desc}: using {recorded} torch threads as the checkpointed run did (was "
+                           f"{torch.get_num_threads()}), so it continues bit-identically")
+            torch.set_num_threads(recorded)
+
     def _load_checkpoint(self, path: Path, models: list[torch.nn.Module]) -> None:
         """Load a checkpoint this engine wrote. The models' weights must hold exactly the keys this run keeps
         (else a one-line error, not a silent partial load): they are loaded into the unwrapped models, the
@@ -533,7 +544,7 @@ class Trainer:
             acc.save_state(str(tmp))
             acc.wait_for_everyone()
             if self.is_main:
-                write_json_atomic(tmp / "trainer_state.json", {"step": step})
+                write_json_atomic(tmp / "trainer_state.json", {"step": step, "threads": torch.get_num_threads()})
                 move_into_place(tmp, final)
                 for _, old in find_checkpoints(stage_dir)[:-keep]:
                     shutil.rmtree(old, ignore_errors=True)

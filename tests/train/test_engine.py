@@ -135,7 +135,8 @@ def test_checkpoints_are_kept_to_the_limit_and_validation_runs(tmp_path):
     task = Regression()
     Trainer(tmp_path, log_with=None).fit(task, _cfg(), tmp_path)
     assert [s for s, _ in find_checkpoints(tmp_path)] == [6, 8]
-    assert json.loads((tmp_path / "checkpoints/step_000008/trainer_state.json").read_text()) == {"step": 8}
+    assert json.loads((tmp_path / "checkpoints/step_000008/trainer_state.json").read_text()) == \
+        {"step": 8, "threads": torch.get_num_threads()}
     assert task.validated == [4, 8]
     rows = [json.loads(x) for x in (tmp_path / "validation/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 8] and rows[0]["w_norm"] > 0
@@ -390,3 +391,16 @@ def test_a_kills_temporaries_are_removed_and_no_resume_starts_over(tmp_path):
     assert not any(p.exists() for p in left)
     summary = Trainer(tmp_path, log_with=None).fit(Regression(), _cfg(max_steps=2), tmp_path, resume=False)
     assert summary["start_step"] == 0 and [s for s, _ in find_checkpoints(tmp_path)] == [2]
+
+
+def test_a_resume_runs_on_the_thread_count_the_checkpointed_run_used(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Trainer(tmp_path, log_with=None).fit(Regression(), _cfg(max_steps=3, checkpoint_every=3), tmp_path)
+        torch.set_num_threads(1)   # e.g. the default chose fewer threads under load
+        Trainer(tmp_path, log_with=None).fit(Regression(), _cfg(max_steps=5, checkpoint_every=3), tmp_path)
+        assert torch.get_num_threads() == 2
+        assert "using 2 torch threads as the checkpointed run did (was 1)" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
