@@ -371,9 +371,6 @@ def _check_tuned(base: str, tuned: Path) -> None:
     from humantune.models.generation import check_pipeline_dir, resolve_model
     from humantune.models.lora import check_lora
 
-    if not Path(tuned).exists():
-        raise HumantuneError(f"--tuned '{tuned}' not found (a LoRA folder, a dreambooth-lora output folder or a "
-                             "pipeline folder)")
     if (Path(tuned) / "model_index.json").is_file():
         check_pipeline_dir(Path(tuned))
     else:

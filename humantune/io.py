@@ -16,14 +16,24 @@ from typing import Any, Iterator
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
 
-    Works for files and for directories (a directory is moved into place whole).
+    Works for files and for directories (a directory is moved into place whole). A file never replaces an
+    existing directory: that is a HumantuneError naming the path, and the directory stays as it was.
     """
+    from humantune.errors import HumantuneError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except (FileExistsError, NotADirectoryError):
+        raise HumantuneError(f"cannot write '{path}': a part of '{path.parent}' is a file, not a folder") from None
+    except OSError as e:  # not writable, a full or read-only disk
+        raise HumantuneError(f"cannot write '{path}': {e.strerror or e}") from None
     target = tmp / path.name
     try:
         yield target
+        if not target.is_dir() and path.is_dir() and not path.is_symlink():
+            raise HumantuneError(f"'{path}' is a directory; refusing to replace it with a file")
         move_into_place(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -96,7 +106,16 @@ def new_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator
         yield tmp
 
 
+def refuse_directory(path: str | os.PathLike) -> None:
+    """HumantuneError when ``path`` is an existing directory: the file writers below never replace one."""
+    from humantune.errors import HumantuneError
+
+    if Path(path).is_dir() and not Path(path).is_symlink():
+        raise HumantuneError(f"'{path}' is a directory; refusing to replace it with a file")
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    refuse_directory(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -161,8 +161,13 @@ def test_missing_nested_keys_take_defaults(tmp_path):
     assert cfg.world == World()
 
 
-def test_empty_file_and_nulls(tmp_path):
-    assert load_config(Run, write(tmp_path, "# nothing\n")) == Run()
+def test_empty_file_is_an_error_and_nulls(tmp_path):
+    # An empty config file used to give the defaults, silently starting the full default run (issue 19).
+    for text in ("", "# nothing\n", "\n\n   \n"):
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=f"config file '{path}' is empty"):
+            load_config(Run, path)
+    assert load_config(Run, write(tmp_path, "{}\n")) == Run()   # an explicit empty mapping is a choice
     cfg = load_config(Run, write(tmp_path, "init_from: null\nmax_images: ~\nextra: null\n"))
     assert cfg.init_from is None and cfg.max_images is None and cfg.extra is None
 
@@ -452,3 +457,12 @@ def test_override_indexes_lists_of_dataclasses_and_scalars(tmp_path):
     # a cross-field error inside an element names both sources (file and --set) and the element's full key
     with pytest.raises(ConfigError, match=r"c.yaml, --set: invalid 'stages\[1\].optim' \(Optim\): warmup_steps \(9\)"):
         load_config(Staged, path, ["stages.1.optim.warmup_steps=9"])
+
+
+def test_nan_is_never_a_config_value(tmp_path):
+    path = write(tmp_path, "train: {learning_rate: .nan}\n")
+    with pytest.raises(ConfigError, match=r"'train\.learning_rate' expects float, got .*NaN is not a value"):
+        load_config(Run, path)
+    with pytest.raises(ConfigError, match="--set.*'threshold' expects float"):
+        load_config(Run, overrides=["threshold=.NaN"])
+    assert load_config(Run, overrides=["threshold=.inf"]).threshold == float("inf")   # infinity can be a bound

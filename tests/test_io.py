@@ -45,3 +45,26 @@ def test_atomic_path_swaps_a_directory_and_leaves_no_temporary(tmp_path):
         tmp.mkdir()
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (tmp_path / "out/new.txt").is_file()
+
+
+def test_file_writers_never_replace_a_directory(tmp_path):
+    import pytest
+
+    from humantune.errors import HumantuneError
+    from humantune.io import atomic_path, write_bytes_atomic, write_json_atomic, write_text_atomic
+
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep/thesis.tex").write_text("years of work")
+    for write in (lambda p: write_bytes_atomic(p, b"x"), lambda p: write_text_atomic(p, "x"),
+                  lambda p: write_json_atomic(p, {"a": 1})):
+        with pytest.raises(HumantuneError, match=r"'.*keep' is a directory; refusing to replace it with a file"):
+            write(tmp_path / "keep")
+    with pytest.raises(HumantuneError, match="is a directory"):   # any file made through atomic_path
+        with atomic_path(tmp_path / "keep") as tmp:
+            tmp.write_text("html")
+    assert (tmp_path / "keep/thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]   # no temporary left
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(HumantuneError, match=r"cannot write '.*notes.txt/x.json': a part of .* is a file"):
+        write_json_atomic(tmp_path / "notes.txt/x.json", {})
+    assert (tmp_path / "notes.txt").read_text() == "mine"

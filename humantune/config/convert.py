@@ -102,6 +102,8 @@ def convert(
         _expects(sources, path, tp, value, nullable)
 
     if tp is float:
+        if isinstance(value, float) and value != value:  # NaN: never a setting, and every comparison passes it
+            _expects(sources, path, tp, value, nullable, " (NaN is not a value a config can hold)")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):

@@ -45,7 +45,8 @@ def yaml_problem(e: yaml.YAMLError) -> tuple[str, str]:
 
 
 def read_yaml(path: Path, label: str) -> dict:
-    """The top-level mapping of the YAML file ``path`` ({} when empty); errors name the file as ``label``."""
+    """The top-level mapping of the YAML file ``path``; errors (an empty file among them) name the file as
+    ``label``."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -61,8 +62,9 @@ def read_yaml(path: Path, label: str) -> dict:
     except yaml.YAMLError as e:
         where, problem = yaml_problem(e)
         raise ConfigError(f"{label}: invalid YAML{where}: {problem}") from None
-    if data is None:  # empty file (or only comments)
-        return {}
+    if data is None:  # an empty file (or only comments) would silently start a run with every default
+        raise ConfigError(f"config file '{label}' is empty (no keys); give at least one key, or leave out --config "
+                          "to use the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: the top level must be a mapping of keys to values, got {describe_value(data)}")
     return data

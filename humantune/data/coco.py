@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from humantune.data.readers import PoseDataset, check_size, load_rgb, one_line, read_json, read_jsonl
+from humantune.data.readers import (PoseDataset, check_size, load_rgb, one_line, read_json, read_jsonl,
+                                    relative_file)
 from humantune.data.sample import PoseSample, validate_keypoints
 from humantune.errors import DataError
 
@@ -201,6 +202,8 @@ class CocoKeypointsDataset(PoseDataset):
             raise DataError(f"{self.image_dir}: image folder not found (images of {self.annotation_json})")
         records = parse_coco_keypoints(self.annotation_json,
                                        None if captions is None else read_captions(captions))
+        for record in records:  # every image lies inside image_dir
+            relative_file(self.image_dir, record.file_name, f"{self.annotation_json}: image id {record.image_id}")
         self.records = [r for r in records if r.keypoints.shape[0] > 0] if people_only else records
 
     def __len__(self) -> int:

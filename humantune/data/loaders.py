@@ -186,7 +186,9 @@ def open_pose_dataset(source: str | os.PathLike) -> PoseDataset:
 
     - ``coco:ANNOTATIONS_JSON:IMAGE_DIR`` → :class:`CocoKeypointsDataset` (split at the last ``:``; a COCO JSON
       needs its image folder, so a bare ``.json`` path is an error that says so);
-    - a folder with ``metadata.jsonl`` and ``annotations/person_keypoints.json`` → :class:`PoseFolderDataset`;
+    - a folder with ``metadata.jsonl`` and ``annotations/person_keypoints.json`` → :class:`PoseFolderDataset` (a
+      folder with ``metadata.jsonl`` and an ``annotations/`` folder or ``world.json`` but no keypoints file is an
+      error naming that file);
     - a ``.parquet`` file, a glob pattern, or a folder with ``*.parquet`` files → :class:`CaptionedCocoPoseDataset`;
     - any other folder → :class:`ImageFolderDataset`.
     """
@@ -208,6 +210,9 @@ def open_pose_dataset(source: str | os.PathLike) -> PoseDataset:
         raise DataError(f"{path}: expected a folder, a .parquet file or coco:ANNOTATIONS_JSON:IMAGE_DIR")
     if (path / "metadata.jsonl").is_file() and (path / POSE_FOLDER_ANNOTATIONS).is_file():
         return PoseFolderDataset(path)
+    if (path / "metadata.jsonl").is_file() and ((path / "annotations").is_dir() or (path / "world.json").is_file()):
+        # a pose folder that lost its keypoints: read as a plain image folder, its poses would silently vanish
+        raise DataError(f"{path / POSE_FOLDER_ANNOTATIONS}: file not found (the keypoints of the pose folder {path})")
     if any(path.glob("*.parquet")):
         return CaptionedCocoPoseDataset(path)
     return ImageFolderDataset(path)

@@ -5,6 +5,7 @@ whose errors are one :class:`~humantune.errors.DataError` line naming the file a
 from __future__ import annotations
 
 import json
+import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,9 +36,27 @@ def read_json(path: Path, expected: str) -> Any:
         raise DataError(f"{path}: cannot read ({one_line(e)}); expected {expected}") from None
 
 
+def relative_file(folder: Path, name: Any, where: str, key: str = "file_name") -> Path:
+    """``folder / name`` for a file a dataset names relative to its folder; DataError naming ``where``, ``key`` and
+    the value when ``name`` is absolute or climbs out of the folder (``../x.png``): a dataset reads only its own
+    files."""
+    text = str(name)
+    if os.path.isabs(text) or Path(text).drive or text.startswith("~"):
+        raise DataError(f"{where}: {key} '{text}' is an absolute path; expected a path relative to {folder}")
+    normal = os.path.normpath(text)
+    if normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise DataError(f"{where}: {key} '{text}' points outside its folder {folder}")
+    return folder / text
+
+
+METADATA_FILE_KEYS = ("file_name", "conditioning_image_file_name", "mask_file_name", "conditioning_image", "mask")
+"""Keys of a ``metadata.jsonl`` row (HF imagefolder layout) that name a file relative to the row's folder."""
+
+
 def read_jsonl(path: Path, expected: str) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for every non-blank line of the JSON Lines file ``path``; DataError naming the
-    file and line when it is missing, a line is not valid JSON or not an object."""
+    file and line when it is missing, a line is not valid JSON or not an object. In a ``metadata.jsonl`` every
+    file a row names (:data:`METADATA_FILE_KEYS`) must lie inside the file's folder (:func:`relative_file`)."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
@@ -56,6 +75,10 @@ def read_jsonl(path: Path, expected: str) -> list[tuple[int, dict[str, Any]]]:
                 from None
         if not isinstance(row, dict):
             raise DataError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+        if path.name == "metadata.jsonl":
+            for key in METADATA_FILE_KEYS:
+                if isinstance(row.get(key), str) and row[key]:
+                    relative_file(path.parent, row[key], f"{path}: line {number}", key)
         rows.append((number, row))
     return rows
 

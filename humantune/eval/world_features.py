@@ -182,15 +182,24 @@ class WorldFeatureNet(nn.Module):
                 raise HumantuneError(f"world-feature net: {p} does not exist (expected a folder with {CONFIG_NAME} "
                                      f"and {WEIGHTS_NAME}; see humantune/assets/world_features/README.md)")
         try:
-            config = WorldFeatureConfig.from_dict(json.loads(config_path.read_text()), config_path)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise HumantuneError(f"world-feature config {config_path} is not valid: {exc}") from None
-        net = cls(config)
+            raw = json.loads(config_path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+            config = WorldFeatureConfig.from_dict(raw, config_path)
+            net = cls(config)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError, TypeError, ValueError, AttributeError) as exc:
+            raise HumantuneError(f"world-feature config {config_path} is not valid: {' '.join(str(exc).split())}") \
+                from None
         try:
             state = load_file(str(weights_path))
         except (SafetensorError, OSError) as exc:
-            raise HumantuneError(f"world-feature weights {weights_path} could not be read: {exc}") from None
-        missing, unexpected = net.load_state_dict(state, strict=False)
+            raise HumantuneError(f"world-feature weights {weights_path} could not be read (truncated, empty or not a "
+                                 f"safetensors file?): {' '.join(str(exc).split())}") from None
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a tensor of the wrong shape: weights of another configuration
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise HumantuneError(f"world-feature weights {weights_path} do not match {config_path}: {first}") from None
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
             raise HumantuneError(f"world-feature weights {weights_path} do not match {config_path}: "

@@ -21,6 +21,7 @@ is wrapped when its full name equals an entry or ends with ``"." + entry``. The 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,11 +222,34 @@ def resolve_lora_dir(path: str | os.PathLike) -> Path:
                          "(the output of `humantune train dreambooth-lora`)")
 
 
+def check_lora(path: str | os.PathLike, model: str | os.PathLike | None = None) -> Path:
+    """The LoRA directory of ``path`` (:func:`resolve_lora_dir`), checked before any model loads: its weights file
+    complete, and, when ``model`` is a local pipeline directory, made for that pipeline's components (an SD3 LoRA's
+    ``transformer.*`` weights do not fit a UNet pipeline). HumantuneError (one line, naming the file) otherwise."""
+    from safetensors import safe_open
+
+    from humantune.models.generation import check_weights_file
+
+    directory = resolve_lora_dir(path)
+    weights = directory / LORA_WEIGHTS_NAME
+    check_weights_file(weights, "cannot load LoRA: weights")
+    index = Path(model) / "model_index.json" if model is not None else None
+    if index is not None and index.is_file():
+        with safe_open(str(weights), "pt") as f:
+            prefixes = sorted({k.split(".", 1)[0] for k in f.keys()})
+        components = json.loads(index.read_text())
+        if prefixes and not any(isinstance(components.get(p), list) and components[p][1] for p in prefixes):
+            raise HumantuneError(f"LoRA '{weights}' is for components {', '.join(prefixes)}, which the "
+                                 f"{components.get('_class_name', 'pipeline')} '{model}' does not have (a LoRA of "
+                                 "another model family?)")
+    return directory
+
+
 def load_lora(pipe, path: str | os.PathLike, fuse: bool = False, scale: float = 1.0):
     """Load the LoRA at ``path`` (:func:`resolve_lora_dir`) onto ``pipe`` with stock ``pipe.load_lora_weights``;
     with ``fuse``, merge it into the weights (W + scale·ΔW) and drop the adapter layers. Returns ``pipe``.
     HumantuneError (one line) when the weights do not fit the pipeline."""
-    directory = resolve_lora_dir(path)
+    directory = check_lora(path)
     modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
     before = sum(len(getattr(m, "peft_config", None) or {}) for m in modules)
     from diffusers.utils import logging as diffusers_logging

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from humantune.data.readers import METADATA_FILE_KEYS, one_line, relative_file
 from humantune.data.sample import metadata_file, validate_keypoints
 from humantune.errors import DataError
+from humantune.io import refuse_directory
 from humantune.report.html import HtmlReport
 from humantune.report.overlay import draw_keypoints
 
@@ -29,19 +31,26 @@ def read_metadata(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DataError(f"{path}: not found (a pose folder has a metadata.jsonl, one JSON object per sample)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            if not isinstance(row.get("file_name"), str):
-                raise DataError(f"{path}:{lineno}: missing 'file_name' (the image path, e.g. images/000000.png)")
-            rows.append((lineno, row))
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({one_line(e)}); expected UTF-8 JSON Lines") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        if not isinstance(row.get("file_name"), str):
+            raise DataError(f"{path}:{lineno}: missing 'file_name' (the image path, e.g. images/000000.png)")
+        for key in METADATA_FILE_KEYS:  # the sheet shows the folder's own files, nothing outside it
+            if isinstance(row.get(key), str) and row[key]:
+                relative_file(path.parent, row[key], f"{path}:{lineno}", key)
+        rows.append((lineno, row))
     if not rows:
         raise DataError(f"{path}: no samples")
     return rows
@@ -54,7 +63,7 @@ def _open_image(path: Path, where: str) -> Image.Image:
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: cannot read image named at {where} ({e})") from None
+        raise DataError(f"{path}: cannot read image named at {where} ({one_line(e)})") from None
     return image
 
 
@@ -66,7 +75,7 @@ def _image_size(path: Path, where: str) -> tuple[int, int]:
         with Image.open(path) as image:
             return image.size
     except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: cannot read image named at {where} ({e})") from None
+        raise DataError(f"{path}: cannot read image named at {where} ({one_line(e)})") from None
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -115,6 +124,7 @@ def write_contact_sheet(
     """
     if max_samples < 1 or upscale_to < 1:
         raise ValueError(f"max_samples and upscale_to must be positive, got {max_samples} and {upscale_to}")
+    refuse_directory(out_html)  # before the work: a file never replaces a folder
     dataset_dir = Path(dataset_dir)
     metadata = dataset_dir / "metadata.jsonl"
     rows = read_metadata(metadata)

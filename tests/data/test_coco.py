@@ -135,3 +135,15 @@ def test_image_size_must_match_the_annotation(tmp_path):
     (image_dir / "b.png").write_bytes(png_bytes(16, 32, (0, 0, 0)))
     with pytest.raises(DataError, match=r"b\.png: image is 16×32 but the annotation says 32×32 \(sample 1"):
         load_coco_keypoints(annotation_json, image_dir)[1]
+
+
+@pytest.mark.parametrize("name, expected", [("../a.png", "points outside its folder"),
+                                            ("/tmp/a.png", "is an absolute path")])
+def test_coco_images_must_lie_inside_the_image_folder(tmp_path, name, expected):
+    coco = coco_dict()
+    coco["images"][1]["file_name"] = name
+    annotation_json, image_dir = write_coco(tmp_path, coco)
+    with pytest.raises(DataError) as excinfo:
+        load_coco_keypoints(annotation_json, image_dir)
+    assert single_line_error(excinfo).startswith(f"{annotation_json}: image id {coco['images'][1]['id']}: "
+                                                 f"file_name '{name}' {expected}")

@@ -153,3 +153,43 @@ def test_dispatcher_coco_source_and_bad_sources(tmp_path):
         open_pose_dataset(str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match=r"image folder not found"):
         open_pose_dataset(f"coco:{annotation_json}:{tmp_path / 'no-images'}")
+
+
+def test_metadata_rows_name_files_inside_their_folder_only(tmp_path):
+    from humantune.data.readers import relative_file
+
+    assert relative_file(tmp_path, "images/a.png", "here") == tmp_path / "images/a.png"
+    assert relative_file(tmp_path, "images/../a.png", "here") == tmp_path / "images/../a.png"   # stays inside
+    for name, expected in [("../a.png", "points outside its folder"), ("images/../../a.png", "points outside"),
+                           ("..", "points outside"), ("/etc/passwd", "is an absolute path"),
+                           ("~/x.png", "is an absolute path")]:
+        with pytest.raises(DataError, match=f"here: file_name '{re.escape(name)}' {expected}"):
+            relative_file(tmp_path, name, "here")
+
+    root = _write_pose_folder(tmp_path / "pose")
+    metadata = root / "metadata.jsonl"
+    lines = metadata.read_text().splitlines()
+    row = json.loads(lines[1])
+    for key in ("file_name", "conditioning_image", "mask"):
+        metadata.write_text(lines[0] + "\n" + json.dumps({**row, key: "../../secret.png"}) + "\n")
+        with pytest.raises(DataError) as excinfo:
+            load_pose_folder(root)
+        assert single_line_error(excinfo) == (f"{metadata}: line 2: {key} '../../secret.png' points outside its folder "
+                                              f"{root}")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(png_bytes(8, 8, (1, 2, 3)))
+    (images / "metadata.jsonl").write_text(json.dumps({"file_name": str(tmp_path / "images/a.png")}) + "\n")
+    with pytest.raises(DataError, match="line 1: file_name '.*a.png' is an absolute path"):
+        load_image_folder(images)
+
+
+def test_a_pose_folder_without_its_keypoints_file_is_named(tmp_path):
+    root = _write_pose_folder(tmp_path / "pose")
+    (root / "annotations" / "person_keypoints.json").unlink()
+    with pytest.raises(DataError) as excinfo:
+        open_pose_dataset(root)
+    assert single_line_error(excinfo) == (f"{root / 'annotations' / 'person_keypoints.json'}: file not found "
+                                          f"(the keypoints of the pose folder {root})")
+    (root / "annotations").rmdir()   # a plain image folder with a metadata.jsonl is still one
+    assert isinstance(open_pose_dataset(root), ImageFolderDataset)

@@ -78,6 +78,30 @@ def test_missing_weights_is_a_one_line_humantune_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_corrupt_world_feature_files_are_one_line_errors(tmp_path):
+    import json
+    import shutil
+
+    from humantune.eval.world_features import CONFIG_NAME, DEFAULT_WEIGHTS_DIR, WEIGHTS_NAME
+
+    shutil.copytree(DEFAULT_WEIGHTS_DIR, tmp_path / "wf")
+    weights, config = tmp_path / "wf" / WEIGHTS_NAME, tmp_path / "wf" / CONFIG_NAME
+    good = weights.read_bytes()
+    for data in (good[: len(good) // 2], b"", b"\x00" * 64):
+        weights.write_bytes(data)
+        with pytest.raises(HumantuneError, match=f"world-feature weights {weights} could not be read") as err:
+            WorldFeatureNet.load(tmp_path / "wf")
+        assert "\n" not in str(err.value)
+    weights.write_bytes(good)
+    record = json.loads(config.read_text())
+    for text in ("[1, 2]", "{oops", json.dumps({**record, "channels": "abc"})):
+        config.write_text(text)
+        with pytest.raises(HumantuneError, match=f"world-feature (config {config} is not valid|weights .* do not "
+                                                 "match)") as err:
+            WorldFeatureNet.load(tmp_path / "wf")
+        assert "\n" not in str(err.value)
+
+
 def test_training_runs_reduces_loss_and_round_trips(tmp_path):
     torch.set_num_threads(1)
     trained, record = train_world_feature_net(n_images=16, seed=0, steps=25, out_path=tmp_path, batch_size=16,

@@ -90,3 +90,34 @@ def test_overlay_draws_labelled_joints_only():
     assert np.asarray(image).sum() == 0  # the input is not modified
     shown = np.asarray(draw_keypoints(image, kp, radius=4, thickness=1, show_invisible=True))
     assert shown[80, 80].sum() > 0  # a cross at the unlabelled joint
+
+
+def test_contact_sheet_never_replaces_a_folder_and_reads_only_its_own_files(pose_folder, tmp_path):
+    from humantune.errors import HumantuneError
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "thesis.tex").write_text("years of work")
+    with pytest.raises(HumantuneError, match=r"keep' is a directory; refusing to replace it with a file"):
+        write_contact_sheet(pose_folder, keep)
+    assert (keep / "thesis.tex").read_text() == "years of work"
+    with pytest.raises(HumantuneError, match="is a directory"):   # the dataset folder itself
+        write_contact_sheet(pose_folder, pose_folder)
+    assert (pose_folder / "metadata.jsonl").is_file()
+
+    metadata = pose_folder / "metadata.jsonl"
+    rows = [json.loads(line) for line in metadata.read_text().splitlines()]
+    Image.new("RGB", (32, 32)).save(tmp_path / "outside.png")
+    for key, value, expected in [
+        ("file_name", "../outside.png", r"metadata\.jsonl:2: file_name '\.\./outside\.png' points outside its folder"),
+        ("file_name", str(tmp_path / "outside.png"), r"metadata\.jsonl:2: file_name '.*' is an absolute path"),
+        ("conditioning_image", "conditions/../../outside.png", r"conditioning_image .* points outside"),
+    ]:
+        metadata.write_text("".join(json.dumps({**r, key: value} if i == 1 else r) + "\n" for i, r in enumerate(rows)))
+        with pytest.raises(DataError, match=expected):
+            write_contact_sheet(pose_folder, tmp_path / "sheet.html")
+    assert not (tmp_path / "sheet.html").exists()
+
+    metadata.write_bytes(b'{"file_name": "images/000000.png"}\n\xff\xfe\n')
+    with pytest.raises(DataError, match=r"metadata\.jsonl: cannot read .*expected UTF-8 JSON Lines"):
+        write_contact_sheet(pose_folder, tmp_path / "sheet.html")
