@@ -45,7 +45,7 @@ def relative_file(folder: Path, name: Any, where: str, key: str = "file_name") -
         raise DataError(f"{where}: {key} '{text}' is an absolute path; expected a path relative to {folder}")
     normal = os.path.normpath(text)
     if normal == os.pardir or normal.startswith(os.pardir + os.sep):
-        raise DataError(f"{where}: {key} '{text}' points outside its folder {folder}")
+        raise DataError(f"{where}: {key} '{text}' leaves the folder {folder}")
     return folder / text
 
 

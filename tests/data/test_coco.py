@@ -137,7 +137,7 @@ def test_image_size_must_match_the_annotation(tmp_path):
         load_coco_keypoints(annotation_json, image_dir)[1]
 
 
-@pytest.mark.parametrize("name, expected", [("../a.png", "points outside its folder"),
+@pytest.mark.parametrize("name, expected", [("../a.png", "leaves the folder"),
                                             ("/tmp/a.png", "is an absolute path")])
 def test_coco_images_must_lie_inside_the_image_folder(tmp_path, name, expected):
     coco = coco_dict()

@@ -109,9 +109,9 @@ def test_contact_sheet_never_replaces_a_folder_and_reads_only_its_own_files(pose
     rows = [json.loads(line) for line in metadata.read_text().splitlines()]
     Image.new("RGB", (32, 32)).save(tmp_path / "outside.png")
     for key, value, expected in [
-        ("file_name", "../outside.png", r"metadata\.jsonl:2: file_name '\.\./outside\.png' points outside its folder"),
+        ("file_name", "../outside.png", r"metadata\.jsonl:2: file_name '\.\./outside\.png' leaves the folder"),
         ("file_name", str(tmp_path / "outside.png"), r"metadata\.jsonl:2: file_name '.*' is an absolute path"),
-        ("conditioning_image", "conditions/../../outside.png", r"conditioning_image .* points outside"),
+        ("conditioning_image", "conditions/../../outside.png", r"conditioning_image .* leaves the folder"),
     ]:
         metadata.write_text("".join(json.dumps({**r, key: value} if i == 1 else r) + "\n" for i, r in enumerate(rows)))
         with pytest.raises(DataError, match=expected):
