@@ -9,7 +9,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "humantune"
 
 LAYERS = {
-    "cli": 0, "__main__": 0,
+    "cli": 0, "cli_checks": 0, "__main__": 0,
     "recipes": 1, "studies": 1,
     "eval": 2, "losses": 2, "models": 2, "report": 2,
     "data": 3, "train": 3,

@@ -51,6 +51,8 @@ class MannequinVideoConfig:
     def __post_init__(self) -> None:
         if self.n < 1 or self.frames < 1:
             raise ValueError(f"n and frames must be at least 1, got n={self.n}, frames={self.frames}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be at least 0 (numpy seeds are non-negative), got {self.seed}")
         unknown = sorted(set(self.action_mix) - set(VIDEO_ACTIONS))
         if unknown:
             raise ValueError(f"action_mix has unknown motion(s) {unknown}; known: {', '.join(VIDEO_ACTIONS)}")

@@ -58,6 +58,8 @@ class MannequinConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be at least 0 (numpy seeds are non-negative), got {self.seed}")
         if not 16 <= self.size <= 2048:
             raise ValueError(f"size must be between 16 and 2048, got {self.size}")
         if self.supersample not in (1, 2, 3, 4):

@@ -193,3 +193,14 @@ def test_bad_config_names_key_and_file(tmp_path):
         load_config(MannequinConfig, None, ["action_mix.flying=1.0"])
     with pytest.raises(ConfigError, match="size"):
         load_config(MannequinConfig, None, ["size=8"])
+
+
+def test_a_negative_seed_is_a_config_error_not_a_numpy_traceback():
+    import pytest
+
+    from humantune.data.mannequin.video import MannequinVideoConfig
+    from humantune.data.mannequin.world import MannequinConfig
+
+    for cls in (MannequinConfig, MannequinVideoConfig):
+        with pytest.raises(ValueError, match="seed must be at least 0"):
+            cls(seed=-1)
