@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,8 +46,8 @@ from torch import nn
 
 from humantune.data.mannequin.anomalies import ANOMALY_TYPES
 from humantune.errors import HumantuneError
+from humantune.eval.local_weights import ShippedNetwork
 from humantune.eval.preference import wilson_interval
-from humantune.io import atomic_path, write_json_atomic
 
 INPUT_SIZE = 128
 CLASSES: tuple[str, ...] = ("correct",) + tuple(ANOMALY_TYPES)
@@ -118,9 +118,12 @@ class AnatomyJudgeConfig:
         return config
 
 
-class AnatomyJudge(nn.Module):
+class AnatomyJudge(ShippedNetwork, nn.Module):
     """Small CNN on 128 × 128 RGB images: logits over ``correct`` and the anomaly types; :meth:`judge` gives
     P(broken)."""
+
+    WHAT, WEIGHTS_NAME, CONFIG_CLASS = "anatomy-judge", WEIGHTS_NAME, AnatomyJudgeConfig
+    DEFAULT_DIR = DEFAULT_WEIGHTS_DIR
 
     def __init__(self, config: AnatomyJudgeConfig | None = None) -> None:
         super().__init__()
@@ -156,64 +159,15 @@ class AnatomyJudge(nn.Module):
                 out.append(1.0 - probs[:, 0].double())
         return torch.cat(out).numpy()
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``anatomy_judge.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().float() for k, v in self.state_dict().items()
-                 if not k.endswith("num_batches_tracked")}
-        with atomic_path(folder / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
-            tmp.chmod(0o644)  # the temporary file is private; the shipped weights are for everyone to read
-        write_json_atomic(folder / CONFIG_NAME, asdict(self.config))
-        return folder
-
     @classmethod
     def load(cls, path: str | Path | None = None) -> AnatomyJudge:
         """Load a judge by name (``"anatomy_judge"``, the default: the weights shipped in
         ``humantune/assets/anatomy_judge``) or from a folder holding ``config.json`` and
-        ``anatomy_judge.safetensors`` (or the path of either file), in eval mode.
-
-        Raises HumantuneError with one line, naming the file, if a file is missing, unreadable or does not match
-        the architecture.
-        """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
+        ``anatomy_judge.safetensors`` (or the path of either file), in eval mode; one-line HumantuneError naming
+        the file if a file is missing, unreadable or does not match the architecture."""
         if path is None or str(path) == DEFAULT_JUDGE:
-            folder = DEFAULT_WEIGHTS_DIR
-        else:
-            folder = Path(path).expanduser()
-            if folder.is_file():
-                folder = folder.parent
-        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        for p in (config_path, weights_path):
-            if not p.is_file():
-                raise HumantuneError(f"anatomy judge: {p} does not exist (expected a folder with {CONFIG_NAME} and "
-                                     f"{WEIGHTS_NAME}; see humantune/assets/anatomy_judge/README.md)")
-        try:
-            config = AnatomyJudgeConfig.from_dict(json.loads(config_path.read_text()), config_path)
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-            raise HumantuneError(f"anatomy-judge config {config_path} is not valid: "
-                                 f"{' '.join(str(exc).split())}") from None
-        net = cls(config)
-        try:
-            state = load_file(str(weights_path))
-        except (SafetensorError, OSError) as exc:
-            raise HumantuneError(f"anatomy-judge weights {weights_path} could not be read: "
-                                 f"{' '.join(str(exc).split())}") from None
-        try:
-            missing, unexpected = net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # a tensor of the wrong shape
-            raise HumantuneError(f"anatomy-judge weights {weights_path} do not match {config_path}: "
-                                 f"{' '.join(str(exc).split())[:200]}") from None
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise HumantuneError(f"anatomy-judge weights {weights_path} do not match {config_path}: "
-                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        return net.eval()
+            return cls.load_folder(DEFAULT_WEIGHTS_DIR)
+        return cls.load_folder(Path(path).expanduser())
 
 
 def judge_images(images: Sequence[np.ndarray] | np.ndarray, judge: AnatomyJudge | str | Path | None = None

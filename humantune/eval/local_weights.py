@@ -49,3 +49,73 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, w
             )
         raise HumantuneError(f"{what} weights {path} do not fit the network: keys " + ", ".join(parts))
     module.load_state_dict(state, strict=False)
+
+
+class ShippedNetwork:
+    """Saving and loading of a small network humantune trains and ships (``humantune/assets/<name>/``): a
+    ``config.json`` (a dataclass with ``from_dict(dict, source)``) and a safetensors weights file, loaded with
+    one-line errors naming the file. A subclass sets ``WHAT`` (its name in messages), ``WEIGHTS_NAME``,
+    ``DEFAULT_DIR`` and ``CONFIG_CLASS``, and is built as ``cls(config)``."""
+
+    WHAT: str
+    WEIGHTS_NAME: str
+    CONFIG_NAME = "config.json"
+    DEFAULT_DIR: Path
+    CONFIG_CLASS: type
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the weights (float32, without batch-norm step counters) and ``config.json`` into ``folder``."""
+        from dataclasses import asdict
+
+        from safetensors.torch import save_file
+
+        from humantune.io import atomic_path, write_json_atomic
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().float() for k, v in self.state_dict().items()
+                 if not k.endswith("num_batches_tracked")}
+        with atomic_path(folder / self.WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+            tmp.chmod(0o644)  # the temporary file is private; the shipped weights are for everyone to read
+        write_json_atomic(folder / self.CONFIG_NAME, asdict(self.config))
+        return folder
+
+    @classmethod
+    def load_folder(cls, folder: Path):
+        """The network saved in ``folder`` (or beside the file ``folder`` names), in eval mode."""
+        import json
+
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if folder.is_file():
+            folder = folder.parent
+        config_path, weights_path = folder / cls.CONFIG_NAME, folder / cls.WEIGHTS_NAME
+        for p in (config_path, weights_path):
+            if not p.is_file():
+                raise HumantuneError(f"{cls.WHAT}: {p} does not exist (expected a folder with {cls.CONFIG_NAME} and "
+                                     f"{cls.WEIGHTS_NAME}; see humantune/assets/{cls.DEFAULT_DIR.name}/README.md)")
+        try:
+            raw = json.loads(config_path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+            net = cls(cls.CONFIG_CLASS.from_dict(raw, config_path))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError, TypeError, ValueError, AttributeError) as exc:
+            raise HumantuneError(f"{cls.WHAT} config {config_path} is not valid: {' '.join(str(exc).split())}") \
+                from None
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError) as exc:
+            raise HumantuneError(f"{cls.WHAT} weights {weights_path} could not be read (truncated, empty or not a "
+                                 f"safetensors file?): {' '.join(str(exc).split())}") from None
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a tensor of the wrong shape: weights of another configuration
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise HumantuneError(f"{cls.WHAT} weights {weights_path} do not match {config_path}: {first}") from None
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise HumantuneError(f"{cls.WHAT} weights {weights_path} do not match {config_path}: "
+                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return net.eval()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -42,7 +42,7 @@ from humantune.data.mannequin.appearance import BACKGROUNDS, CLOTH_COLORS
 from humantune.data.mannequin.body import ACTIONS
 from humantune.errors import HumantuneError
 from humantune.eval.distribution import feature_statistics, frechet_distance
-from humantune.io import atomic_path, write_json_atomic
+from humantune.eval.local_weights import ShippedNetwork
 
 INPUT_SIZE = 64
 FEATURE_DIM = 128
@@ -105,8 +105,11 @@ class WorldFeatureConfig:
         return cls(**d)
 
 
-class WorldFeatureNet(nn.Module):
+class WorldFeatureNet(ShippedNetwork, nn.Module):
     """Small multi-head CNN on 64 × 64 mannequin renders; :meth:`extract` gives the 128-d features for FD."""
+
+    WHAT, WEIGHTS_NAME, CONFIG_CLASS = "world-feature", WEIGHTS_NAME, WorldFeatureConfig
+    DEFAULT_DIR = DEFAULT_WEIGHTS_DIR
 
     def __init__(self, config: WorldFeatureConfig | None = None) -> None:
         super().__init__()
@@ -149,62 +152,12 @@ class WorldFeatureNet(nn.Module):
             out = self.logits(preprocess(images, self.config.input_size))
         return {name: [self.config.heads[name][i] for i in v.argmax(1).tolist()] for name, v in out.items()}
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``world_features.safetensors`` and ``config.json`` into ``folder`` (created if needed)."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().float() for k, v in self.state_dict().items()
-                 if not k.endswith("num_batches_tracked")}
-        with atomic_path(folder / WEIGHTS_NAME) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
-            tmp.chmod(0o644)  # the temporary file is private; the shipped weights are for everyone to read
-        write_json_atomic(folder / CONFIG_NAME, asdict(self.config))
-        return folder
-
     @classmethod
     def load(cls, path: str | Path | None = None) -> WorldFeatureNet:
         """Load a saved net from a folder holding ``config.json`` and ``world_features.safetensors``
-        (default: the weights shipped in ``humantune/assets/world_features``), in eval mode.
-
-        Raises HumantuneError with one line if a file is missing or does not match the architecture.
-        """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        folder = Path(path).expanduser() if path is not None else DEFAULT_WEIGHTS_DIR
-        if folder.is_file():
-            folder = folder.parent
-        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        for p in (config_path, weights_path):
-            if not p.is_file():
-                raise HumantuneError(f"world-feature net: {p} does not exist (expected a folder with {CONFIG_NAME} "
-                                     f"and {WEIGHTS_NAME}; see humantune/assets/world_features/README.md)")
-        try:
-            raw = json.loads(config_path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict):
-                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
-            config = WorldFeatureConfig.from_dict(raw, config_path)
-            net = cls(config)
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError, TypeError, ValueError, AttributeError) as exc:
-            raise HumantuneError(f"world-feature config {config_path} is not valid: {' '.join(str(exc).split())}") \
-                from None
-        try:
-            state = load_file(str(weights_path))
-        except (SafetensorError, OSError) as exc:
-            raise HumantuneError(f"world-feature weights {weights_path} could not be read (truncated, empty or not a "
-                                 f"safetensors file?): {' '.join(str(exc).split())}") from None
-        try:
-            missing, unexpected = net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # a tensor of the wrong shape: weights of another configuration
-            first = str(exc).strip().splitlines()[-1].strip()
-            raise HumantuneError(f"world-feature weights {weights_path} do not match {config_path}: {first}") from None
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise HumantuneError(f"world-feature weights {weights_path} do not match {config_path}: "
-                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        return net.eval()
+        (default: the weights shipped in ``humantune/assets/world_features``), in eval mode; one-line
+        HumantuneError naming the file if a file is missing or does not match the architecture."""
+        return cls.load_folder(Path(path).expanduser() if path is not None else DEFAULT_WEIGHTS_DIR)
 
 
 def world_frechet_distance(images_a: Sequence[np.ndarray] | np.ndarray, images_b: Sequence[np.ndarray] | np.ndarray,
