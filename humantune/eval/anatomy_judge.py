@@ -46,6 +46,7 @@ from torch import nn
 
 from humantune.data.mannequin.anomalies import ANOMALY_TYPES
 from humantune.errors import HumantuneError
+from humantune.eval import world_features
 from humantune.eval.local_weights import ShippedNetwork
 from humantune.eval.preference import wilson_interval
 
@@ -67,26 +68,9 @@ DEFECT_WEIGHT = 1.0
 
 
 def preprocess(images: Sequence[np.ndarray] | np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
-    """(N, 3, size, size) float32 tensor in [0, 1] from RGB uint8 (H, W, 3) images (area-interpolated resize).
-
-    Raises ValueError for an empty batch or an image that is not uint8 H×W×3.
-    """
-    if len(images) == 0:
-        raise ValueError("no images: the batch is empty")
-    return torch.from_numpy(_as_uint8_batch(images, size)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-
-
-def _as_uint8_batch(images: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
-    out = np.empty((len(images), size, size, 3), np.uint8)
-    for k, image in enumerate(images):
-        arr = np.asarray(image)
-        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-            raise ValueError(f"image {k}: expected a uint8 H×W×3 RGB array, got dtype {arr.dtype} and shape "
-                             f"{arr.shape}")
-        if arr.shape[:2] != (size, size):
-            arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
-        out[k] = arr
-    return out
+    """The world-feature net's preprocessing (:func:`humantune.eval.world_features.preprocess`) at the judge's
+    input size: (N, 3, size, size) float32 in [0, 1]."""
+    return world_features.preprocess(images, size)
 
 
 @dataclass
@@ -346,7 +330,7 @@ def train_judge_on(images: np.ndarray, labels: np.ndarray, steps: int, seed: int
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = AnatomyJudge(config)
-    x = _as_uint8_batch(images, net.config.input_size)
+    x = world_features.uint8_batch(images, net.config.input_size)
     maps = None
     if defects is not None:
         maps = np.stack([cv2.resize(d.astype(np.uint8), (net.config.input_size,) * 2, interpolation=cv2.INTER_NEAREST)

@@ -61,14 +61,10 @@ WORLD_HEADS: dict[str, tuple[str, ...]] = {
 PREPROCESSING = "RGB uint8 -> cv2.resize to 64x64 with INTER_AREA -> float32 / 255 in [0, 1] -> NCHW"
 
 
-def preprocess(images: Sequence[np.ndarray] | np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
-    """(N, 3, size, size) float32 tensor in [0, 1] from RGB uint8 (H, W, 3) images (area-interpolated resize).
-
-    Raises ValueError for an empty batch or an image that is not uint8 H×W×3.
-    """
-    if len(images) == 0:
-        raise ValueError("no images: the batch is empty")
-    out = np.empty((len(images), size, size, 3), np.float32)
+def uint8_batch(images: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) images as one (N, size, size, 3) uint8 array (area-interpolated resize); ValueError
+    naming the image that is not uint8 H×W×3."""
+    out = np.empty((len(images), size, size, 3), np.uint8)
     for k, image in enumerate(images):
         arr = np.asarray(image)
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
@@ -77,7 +73,17 @@ def preprocess(images: Sequence[np.ndarray] | np.ndarray, size: int = INPUT_SIZE
         if arr.shape[:2] != (size, size):
             arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
         out[k] = arr
-    return torch.from_numpy(out / 255.0).permute(0, 3, 1, 2).contiguous()
+    return out
+
+
+def preprocess(images: Sequence[np.ndarray] | np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
+    """(N, 3, size, size) float32 tensor in [0, 1] from RGB uint8 (H, W, 3) images (area-interpolated resize).
+
+    Raises ValueError for an empty batch or an image that is not uint8 H×W×3.
+    """
+    if len(images) == 0:
+        raise ValueError("no images: the batch is empty")
+    return torch.from_numpy(uint8_batch(images, size)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 @dataclass
