@@ -107,7 +107,7 @@ class AnatomyJudge(ShippedNetwork, nn.Module):
     P(broken)."""
 
     WHAT, WEIGHTS_NAME, CONFIG_CLASS = "anatomy-judge", WEIGHTS_NAME, AnatomyJudgeConfig
-    DEFAULT_DIR = DEFAULT_WEIGHTS_DIR
+    DEFAULT_DIR, NAME = DEFAULT_WEIGHTS_DIR, "anatomy judge"
 
     def __init__(self, config: AnatomyJudgeConfig | None = None) -> None:
         super().__init__()

@@ -54,9 +54,11 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, w
 class ShippedNetwork:
     """Saving and loading of a small network humantune trains and ships (``humantune/assets/<name>/``): a
     ``config.json`` (a dataclass with ``from_dict(dict, source)``) and a safetensors weights file, loaded with
-    one-line errors naming the file. A subclass sets ``WHAT`` (its name in messages), ``WEIGHTS_NAME``,
-    ``DEFAULT_DIR`` and ``CONFIG_CLASS``, and is built as ``cls(config)``."""
+    one-line errors naming the file. A subclass sets ``NAME`` (what it is, in messages), ``WHAT`` (the prefix of
+    its config and weights in messages), ``WEIGHTS_NAME``, ``DEFAULT_DIR`` and ``CONFIG_CLASS``, and is built as
+    ``cls(config)``."""
 
+    NAME: str
     WHAT: str
     WEIGHTS_NAME: str
     CONFIG_NAME = "config.json"
@@ -94,7 +96,7 @@ class ShippedNetwork:
         config_path, weights_path = folder / cls.CONFIG_NAME, folder / cls.WEIGHTS_NAME
         for p in (config_path, weights_path):
             if not p.is_file():
-                raise HumantuneError(f"{cls.WHAT}: {p} does not exist (expected a folder with {cls.CONFIG_NAME} and "
+                raise HumantuneError(f"{cls.NAME}: {p} does not exist (expected a folder with {cls.CONFIG_NAME} and "
                                      f"{cls.WEIGHTS_NAME}; see humantune/assets/{cls.DEFAULT_DIR.name}/README.md)")
         try:
             raw = json.loads(config_path.read_text(encoding="utf-8"))

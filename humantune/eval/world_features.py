@@ -115,7 +115,7 @@ class WorldFeatureNet(ShippedNetwork, nn.Module):
     """Small multi-head CNN on 64 × 64 mannequin renders; :meth:`extract` gives the 128-d features for FD."""
 
     WHAT, WEIGHTS_NAME, CONFIG_CLASS = "world-feature", WEIGHTS_NAME, WorldFeatureConfig
-    DEFAULT_DIR = DEFAULT_WEIGHTS_DIR
+    DEFAULT_DIR, NAME = DEFAULT_WEIGHTS_DIR, "world-feature net"
 
     def __init__(self, config: WorldFeatureConfig | None = None) -> None:
         super().__init__()
