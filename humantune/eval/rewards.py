@@ -8,7 +8,12 @@ Offline, built in (no weights beyond the MediaPipe wheel):
 - :class:`PoseAgreementReward`: OKS of the detected person against the target pose of the image (mean over target
   people, a missed person scores 0).
 - :class:`AnatomyReward`: −(anomaly score) of the best detection (:mod:`humantune.eval.anatomy`), capped.
-- :class:`CombinedReward`: Σ_m w_m · r_m over component rewards.
+- :class:`AttributeReward`: the fraction of the caption's attributes (top/bottom colour, background, posture) read
+  off the best detection (:mod:`humantune.eval.attributes`; mannequin-world captions).
+- :class:`RealismReward`: −(RMS standardised distance) of the image's world features
+  (:mod:`humantune.eval.world_features`) to those of real renders.
+- :class:`CombinedReward`: Σ_m w_m · r_m over component rewards; :func:`mannequin_reward` is the offline default
+  (anatomy, attributes, realism on one shared estimator).
 
 Learned human-preference models, loaded from a local folder or the Hugging Face cache only (a missing model raises a
 one-line HumantuneError naming it):
@@ -157,16 +162,74 @@ class AnatomyReward(_DetectingReward):
         return out
 
 
+class AttributeReward(_DetectingReward):
+    """r = (attributes read correctly) / (attributes the caption asks for), for the first person a mannequin-world
+    caption names, read off the highest-scoring detection (keypoints with confidence > 0.5) by
+    :func:`humantune.eval.attributes.attribute_accuracy`; in [0, 1], 0 when nobody is detected (every requested
+    attribute then counts as wrong)."""
+
+    name = "attributes"
+
+    def score(self, images, prompts=None, **kwargs: Any) -> np.ndarray:
+        from humantune.eval.attributes import attribute_accuracy
+        from humantune.eval.pose_estimators import DETECTION_CONFIDENCE
+
+        _check_prompts(images, prompts, self.name, required=True)
+        rgb = [as_rgb_array(im) for im in images]
+        best = [self.estimator.estimate(im).best_person() for im in rgb]
+        try:
+            result = attribute_accuracy(rgb, list(prompts), best, DETECTION_CONFIDENCE)
+        except ValueError as e:
+            raise HumantuneError(f"the attributes reward reads mannequin-world captions: {' '.join(str(e).split())}"
+                                 ) from None
+        correct, counted = result.per_image_counts()
+        return np.where(counted > 0, correct / np.maximum(counted, 1), 0.0)
+
+
+def standardised_distance(features: np.ndarray, reference_mean: np.ndarray, reference_std: np.ndarray) -> np.ndarray:
+    """RMS standardised distance of each feature row to a reference distribution:
+    d_i = √( (1/D) Σ_d ((f_id − μ_d) / s_d)² ), with μ, s the reference features' per-dimension mean and standard
+    deviation (a diagonal-covariance Mahalanobis distance, per dimension); ≈ 1 for a typical reference image."""
+    z = (np.asarray(features, np.float64) - reference_mean) / reference_std
+    return np.sqrt(np.mean(z ** 2, axis=1))
+
+
+class RealismReward(RewardModel):
+    """r = −d, the negative :func:`standardised_distance` of the image's :class:`~humantune.eval.world_features.
+    WorldFeatureNet` features to the features of ``reference`` images (real renders of the mannequin world): images
+    that look like the world's renders score near −1, off-distribution ones lower. ``reference`` needs at least two
+    images; a dimension with no spread gets s = 1e-6."""
+
+    name = "realism"
+
+    def __init__(self, reference: Sequence[Image.Image | np.ndarray], weights: str | os.PathLike | None = None
+                 ) -> None:
+        from humantune.eval.world_features import WorldFeatureNet
+
+        if len(reference) < 2:
+            raise HumantuneError(f"the realism reward needs at least 2 reference images, got {len(reference)}")
+        self.net = WorldFeatureNet.load(weights)
+        ref = self.net.extract([as_rgb_array(im) for im in reference])
+        self.mean, self.std = ref.mean(axis=0), np.maximum(ref.std(axis=0), 1e-6)
+
+    def score(self, images, prompts=None, **kwargs: Any) -> np.ndarray:
+        if not len(images):
+            return np.zeros(0)
+        features = self.net.extract([as_rgb_array(im) for im in images])
+        return -standardised_distance(features, self.mean, self.std)
+
+
 class CombinedReward(RewardModel):
     """r = Σ_m w_m · r_m(images, prompts) over ``components`` (reward, weight); keyword arguments of :meth:`score`
     (e.g. ``targets``) go to every component. A NaN component value makes the sum NaN."""
 
     name = "combined"
 
-    def __init__(self, components: Sequence[tuple[RewardModel, float]]) -> None:
+    def __init__(self, components: Sequence[tuple[RewardModel, float]], owned: Sequence[Any] = ()) -> None:
         if not components:
             raise HumantuneError("a combined reward needs at least one (reward, weight) component")
         self.components = [(reward, float(weight)) for reward, weight in components]
+        self.owned = list(owned)   # resources the components share (a pose estimator), closed with this reward
 
     def score(self, images, prompts=None, **kwargs: Any) -> np.ndarray:
         total = np.zeros(len(images))
@@ -177,6 +240,9 @@ class CombinedReward(RewardModel):
     def close(self) -> None:
         for reward, _ in self.components:
             reward.close()
+        for resource in self.owned:
+            resource.close()
+        self.owned = []
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,6 +362,8 @@ class ImageRewardReward(RewardModel):
 REWARDS: dict[str, Callable[..., RewardModel]] = {
     "pose_agreement": PoseAgreementReward,
     "anatomy": AnatomyReward,
+    "attributes": AttributeReward,
+    "realism": RealismReward,
     "pickscore": PickScoreReward,
     "hpsv2": HPSv2Reward,
     "imagereward": ImageRewardReward,
@@ -318,3 +386,33 @@ def load_reward(name: str, **kwargs: Any) -> RewardModel:
     except KeyError:
         raise HumantuneError(f"unknown reward {name!r}; known: {', '.join([*REWARDS, 'combined'])}") from None
     return factory(**kwargs)
+
+
+MANNEQUIN_REWARD_WEIGHTS = {"anatomy": 0.2, "attributes": 1.0, "realism": 0.5}
+"""Default weights of :func:`mannequin_reward`, chosen to put the components on similar scales (anatomy spans
+[−10, 0], attributes [0, 1], realism ≈ −1 for a render and a few units lower for an off-distribution image); not
+tuned."""
+
+
+def mannequin_reward(reference: Sequence[Image.Image | np.ndarray], weights: Mapping[str, float] | None = None,
+                     estimator: str | PoseEstimator = "mediapipe") -> CombinedReward:
+    """The offline reward for mannequin-world prompts: Σ w_m · r_m over anatomy plausibility (:class:`AnatomyReward`),
+    attribute match (:class:`AttributeReward`) and realism against ``reference`` renders (:class:`RealismReward`),
+    with one pose estimator shared by the detecting components (built here from a name, and closed with the
+    reward). ``weights`` default to :data:`MANNEQUIN_REWARD_WEIGHTS`; a zero weight leaves its component out."""
+    weights = dict(MANNEQUIN_REWARD_WEIGHTS if weights is None else weights)
+    unknown = sorted(set(weights) - set(MANNEQUIN_REWARD_WEIGHTS))
+    if unknown:
+        raise HumantuneError(f"unknown mannequin reward component {', '.join(unknown)}; known: "
+                             f"{', '.join(MANNEQUIN_REWARD_WEIGHTS)}")
+    shared = load_pose_estimator(estimator) if isinstance(estimator, str) else estimator
+    parts: list[tuple[RewardModel, float]] = []
+    if weights.get("anatomy"):
+        parts.append((AnatomyReward(shared), weights["anatomy"]))
+    if weights.get("attributes"):
+        parts.append((AttributeReward(shared), weights["attributes"]))
+    if weights.get("realism"):
+        parts.append((RealismReward(reference), weights["realism"]))
+    if not parts:
+        raise HumantuneError("the mannequin reward needs at least one component with a non-zero weight")
+    return CombinedReward(parts, owned=[shared] if isinstance(estimator, str) else [])

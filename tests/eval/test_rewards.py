@@ -84,3 +84,48 @@ def test_hpsv2_and_imagereward_fail_in_one_line(tmp_path, name, file_name, packa
     with pytest.raises(HumantuneError, match=f"'{package}' package") as err:
         load_reward(name, checkpoint=tmp_path / file_name)
     assert "\n" not in str(err.value)
+
+
+def _renders(n=6, seed=3):
+    cfg = MannequinConfig(n=n, size=128, seed=seed, second_person_prob=0.0, truncate_prob=0.0,
+                          action_mix={"standing": 1.0})
+    return [render_sample(cfg, i) for i in range(n)]
+
+
+def test_attribute_reward_prefers_the_image_its_caption_describes(estimator):
+    from humantune.eval.rewards import AttributeReward
+
+    scenes = _renders()
+    own = AttributeReward(estimator).score([s.image for s in scenes], [s.caption for s in scenes])
+    swapped = AttributeReward(estimator).score([s.image for s in scenes], [s.caption for s in scenes[::-1]])
+    assert own.shape == (6,) and ((0 <= own) & (own <= 1)).all()
+    assert own.mean() > swapped.mean() and own.mean() >= 0.5
+    assert AttributeReward(estimator).score([np.zeros((128, 128, 3), np.uint8)], [scenes[0].caption])[0] == 0.0
+
+
+def test_realism_reward_scores_renders_above_noise_and_matches_its_formula():
+    from humantune.eval.rewards import RealismReward, standardised_distance
+
+    scenes = _renders(8)
+    reward = RealismReward([s.image for s in scenes[:6]])
+    noise = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    scores = reward.score([*(s.image for s in scenes[6:]), *noise])
+    assert scores[:2].min() > scores[2:].max()
+    features = reward.net.extract([scenes[6].image])
+    assert scores[0] == pytest.approx(-np.sqrt(np.mean(((features[0] - reward.mean) / reward.std) ** 2)))
+    np.testing.assert_allclose(standardised_distance(np.array([[1.0, 3.0]]), np.array([0.0, 1.0]),
+                                                     np.array([1.0, 2.0])), [1.0])   # √((1² + 1²) / 2)
+    with pytest.raises(HumantuneError, match="at least 2 reference"):
+        RealismReward([scenes[0].image])
+
+
+def test_mannequin_reward_is_the_weighted_sum_of_its_components(estimator):
+    from humantune.eval.rewards import AttributeReward, mannequin_reward
+
+    scenes = _renders(4)
+    images, captions = [s.image for s in scenes], [s.caption for s in scenes]
+    reward = mannequin_reward(images, {"anatomy": 0.5, "attributes": 2.0}, estimator=estimator)
+    expected = 0.5 * AnatomyReward(estimator).score(images) + 2.0 * AttributeReward(estimator).score(images, captions)
+    np.testing.assert_allclose(reward.score(images, captions), expected)
+    with pytest.raises(HumantuneError, match="unknown mannequin reward component colour"):
+        mannequin_reward(images, {"colour": 1.0})
