@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
     """name → (config class, run function, one-line description); imported lazily so ``--help`` stays fast."""
-    from humantune.recipes import controlnet_pose, dreambooth_lora, pretrain
+    from humantune.recipes import controlnet_pose, dreambooth_lora, pose_video, pretrain
 
     return {
         "pretrain": (pretrain.PretrainConfig, pretrain.pretrain,
@@ -17,4 +17,6 @@ def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
                             "multi-stage ControlNet pose fine-tuning with the heatmap-guided loss (papers.md §1)"),
         "dreambooth-lora": (dreambooth_lora.DreamBoothLoraConfig, dreambooth_lora.train_dreambooth_lora,
                             "correct anomalous people for failing prompts with DreamBooth + LoRA (papers.md §4)"),
+        "pose-video": (pose_video.PoseVideoConfig, pose_video.train_pose_video,
+                       "pose-guided human video model in three phases: subject, pose, temporal (papers.md §3)"),
     }
