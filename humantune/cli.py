@@ -29,6 +29,7 @@ from humantune.cli_checks import (  # noqa: E402
     positive_int, report,
 )
 from humantune.errors import HumantuneError  # noqa: E402
+from humantune.studies.entprog_cli import add_entprog_parser  # noqa: E402
 from humantune.studies.preference.cli import add_study_parser  # noqa: E402
 
 CONFIG_HELP = "YAML config file; every key can also be overridden with --set"
@@ -528,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(acm)
     acm.set_defaults(func=cmd_anomaly_compare)
     add_study_parser(sub, _formatter)
+    add_entprog_parser(sub, _formatter)
     return parser
 
 
