@@ -34,7 +34,7 @@ from typing import Iterable, Literal, Sequence
 
 from PIL import Image
 
-from humantune.data.readers import one_line, read_jsonl, relative_file
+from humantune.data.readers import load_rgb, one_line, read_jsonl, relative_file
 from humantune.errors import DataError
 from humantune.io import atomic_path, new_output_dir, write_jsonl_atomic
 
@@ -146,16 +146,8 @@ def read_pairs_folder(path: str | os.PathLike, ties: TieHandling = "drop", limit
             raise DataError(f"{where}: missing key {', '.join(missing)}; expected file_0, file_1, label_0, caption")
         if not isinstance(row["caption"], str):
             raise DataError(f"{where}: caption is {row['caption']!r}; expected a string")
-        images = []
-        for key in ("file_0", "file_1"):
-            file = relative_file(folder, row[key], where, key)
-            try:
-                with Image.open(file) as im:
-                    images.append(im.convert("RGB"))
-            except FileNotFoundError:
-                raise DataError(f"{where}: {key} '{row[key]}' not found in {folder}") from None
-            except Exception as e:
-                raise DataError(f"{where}: {key} '{row[key]}' is not a readable image ({one_line(e)})") from None
+        images = [load_rgb(relative_file(folder, row[key], where, key), f"{where}, {key}")
+                  for key in ("file_0", "file_1")]
         pair = normalise_pair(images[0], images[1], row["caption"], _label(row["label_0"], where, "label_0"))
         if _keep(pair, ties):
             pairs.append(pair)
