@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
     """name → (config class, run function, one-line description); imported lazily so ``--help`` stays fast."""
-    from humantune.recipes import controlnet_pose, diffusion_dpo, dreambooth_lora, pose_video, pretrain
+    from humantune.recipes import controlnet_pose, diffusion_dpo, dreambooth_lora, hg_dpo, pose_video, pretrain
 
     return {
         "pretrain": (pretrain.PretrainConfig, pretrain.pretrain,
@@ -21,4 +21,6 @@ def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
                        "pose-guided human video model in three phases: subject, pose, temporal (papers.md §3)"),
         "diffusion-dpo": (diffusion_dpo.DiffusionDpoConfig, diffusion_dpo.train_diffusion_dpo,
                           "Diffusion-DPO on preference pairs (Pick-a-Pic parquet/folder or offline mannequin pairs)"),
+        "hg-dpo": (hg_dpo.HgDpoConfig, hg_dpo.train_hg_dpo,
+                   "Diffusion-DPO with real images: easy -> normal -> hard curriculum (papers.md §2)"),
     }
