@@ -140,13 +140,15 @@ def encode_pairs(pipe, pairs: Sequence[PreferencePair], resolution: int, cache: 
     vae = pipe.vae
 
     def compute() -> dict[str, torch.Tensor]:
-        dtype = vae.dtype
-        vae.float()
+        dtype = vae.dtype   # encoded in float32 (a half-precision VAE gives NaN latents: papers.md §2 pitfalls)
+        if dtype != torch.float32:
+            vae.float()
         try:
             return {"winners": encode_latent_stats(vae, winners, progress=progress),
                     "losers": encode_latent_stats(vae, losers, progress=progress)}
         finally:
-            vae.to(dtype)
+            if dtype != torch.float32:
+                vae.to(dtype)
 
     stats = cached_tensors(cache, digest(vae, winners, losers), compute)
     return PairLatents(stats["winners"], stats["losers"], [p.caption for p in pairs],
@@ -191,8 +193,8 @@ class DpoTask:
         self.latent_shift = (pipe.vae.config.shift_factor or 0.0) if family.name == "sd3" else 0.0
         components = pipe.components
         if lora_groups is None:
-            self.trained = {family.denoiser: components[family.denoiser]}
             self.frozen_ref = copy.deepcopy(components[family.denoiser]).requires_grad_(False).eval()
+            self.trained = {family.denoiser: components[family.denoiser].requires_grad_(True)}
         else:
             missing = [k for k in lora_groups if not lora.has_lora(components[k])]
             if missing:

@@ -1,0 +1,301 @@
+"""The Diffusion-DPO recipe and its stage API on tiny random pipelines of both families: logged terms, shared
+noise and timestep, the adapter-disabled reference (text encoder included), gradient checkpointing with adapters
+on, a LoRA stock diffusers loads, exact resume, full fine-tuning against a frozen copy."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+from safetensors.torch import load_file
+
+from humantune.config import load_config
+from humantune.data.preference_pairs import PreferencePair, read_pairs, write_pairs_folder
+from humantune.errors import ConfigError, HumantuneError
+from humantune.models import lora
+from humantune.models.encoding import PromptConditioning
+from humantune.recipes.diffusion_dpo import DiffusionDpoConfig, DiffusionDpoRecipe, train_diffusion_dpo
+from humantune.recipes.dpo_training import DpoTask, load_adapter_weights, objective_for, stack_noised
+from humantune.train.engine import read_metrics
+from humantune.train.sampling import BatchRandom
+from tests.tiny_pipelines import TRANSFORMER, save_pipeline
+
+PROMPTS = ["a man in a red shirt and blue jeans standing on the grass",
+           "a woman in a blue dress walking on the street"]
+TERMS = ("loss", "dpo_loss", "implicit_accuracy", "reward_margin", "model_err_w", "model_err_l", "ref_err_w",
+         "ref_err_l")
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bases")
+    return {f: save_pipeline(f, root / f) for f in ("sd", "sd3")}
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    pairs = [PreferencePair(Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
+                            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)), PROMPTS[i % 2])
+             for i in range(4)]
+    return write_pairs_folder(pairs, tmp_path_factory.mktemp("pairs") / "pairs")
+
+
+def _config(base: Path, pairs, **over) -> DiffusionDpoConfig:
+    sets = [f"model={base}", f"pairs={pairs}", f"mannequin.prompts={json.dumps(PROMPTS[:1])}",
+            "mannequin.pairs_per_prompt=2", "train.max_steps=3", "train.batch_size=2", "train.checkpoint_every=2",
+            "train.learning_rate=1e-3", "train.lr_warmup_steps=0", "dpo.beta=50", "lora.denoiser.rank=4",
+            f"validation_prompts={json.dumps(PROMPTS[:1])}"]
+    sets += [f"{k}={json.dumps(v)}" for k, v in over.items()]
+    return load_config(DiffusionDpoConfig, None, sets)
+
+
+def _task(recipe: DiffusionDpoRecipe, dpo=None) -> DpoTask:
+    """The stage's task on the recipe's set-up pipeline, outside the engine."""
+    trains_text = recipe.lora_groups is not None and "text_encoder" in recipe.lora_groups
+    text = PromptConditioning(recipe.pipe, recipe.family, recipe.latents.captions, trains_text,
+                              recipe.max_sequence_length)
+    return DpoTask(recipe.pipe, recipe.family, recipe.lora_groups, dpo or recipe.cfg.dpo,
+                   objective_for(recipe.pipe, recipe.family, recipe.cfg.flow), recipe.latents, text, 1e-3)
+
+
+def _perturb_adapters(pipe, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in pipe.components.values():
+            if isinstance(m, torch.nn.Module):
+                for p in lora.lora_parameters(m):
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _noised(task: DpoTask, samples: torch.Tensor, seed=0):
+    rng = BatchRandom(seed, list(range(len(samples))))
+    from humantune.losses.objectives import sample_latents
+    z_w = sample_latents(task.latents.winners[samples], rng, task.latent_shift, task.latent_scale)
+    z_l = sample_latents(task.latents.losers[samples], rng, task.latent_shift, task.latent_scale)
+    nw = task.objective.noise(z_w, rng)
+    return stack_noised(nw, task.objective.noise(z_l, rng, noise=nw.noise, level=nw.level))
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+def test_run_logs_the_terms_and_saves_a_lora_stock_diffusers_loads(bases, pairs_dir, tmp_path, family):
+    # sd: offline mannequin pairs; sd3: a pairs folder and a text-encoder LoRA
+    over = {"lora.text_encoder": {"rank": 4}} if family == "sd3" else {}
+    cfg = _config(bases[family], "mannequin" if family == "sd" else pairs_dir, **over)
+    recipe = DiffusionDpoRecipe(cfg, tmp_path / "run")
+    report = recipe.run()
+    out = tmp_path / "run"
+    assert report == out / "report.html" and "implicit_accuracy" in report.read_text()
+    rows = read_metrics(out / "dpo")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(all(np.isfinite(r[k]) for k in TERMS) for r in rows)
+    # step 1: the adapters start at B = 0, so the model equals its reference
+    assert rows[0]["model_err_w"] == pytest.approx(rows[0]["ref_err_w"], rel=1e-5)
+    assert rows[0]["dpo_loss"] == pytest.approx(np.log(2), rel=1e-5) and rows[0]["implicit_accuracy"] == 0.5
+    assert rows[-1]["model_err_w"] != rows[-1]["ref_err_w"]
+    if family == "sd":
+        pairs = read_pairs(out / "data" / "pairs")
+        assert [p.caption for p in pairs] == PROMPTS[:1] * 2 and all(p.label == 1.0 for p in pairs)
+
+    lora_dir = out / "lora"
+    assert "load_lora_weights" in (lora_dir / "README.md").read_text()
+    extra = {} if family == "sd" else {"text_encoder_3": None, "tokenizer_3": None}
+    stock = DiffusionPipeline.from_pretrained(bases[family], **extra)
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+
+    def output(pipe):
+        with torch.no_grad():
+            if family == "sd":
+                cond, _ = pipe.encode_prompt(PROMPTS[0], "cpu", 1, False)
+                return pipe.unet(x, torch.tensor([400]), cond).sample
+            cond, _, pooled, _ = pipe.encode_prompt(PROMPTS[0], None, None, do_classifier_free_guidance=False,
+                                                    max_sequence_length=TRANSFORMER.max_sequence_length)
+            return pipe.transformer(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
+                                    timestep=torch.tensor([400.0])).sample
+
+    before = output(stock)
+    stock.load_lora_weights(str(lora_dir))
+    after = output(stock)
+    assert (after - before).abs().max() > 1e-4                        # the LoRA changes the output
+    torch.testing.assert_close(after, output(recipe.pipe), rtol=1e-5, atol=1e-6)   # as training left it
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+def test_winner_and_loser_share_noise_and_timestep(bases, pairs_dir, tmp_path, family):
+    recipe = DiffusionDpoRecipe(_config(bases[family], pairs_dir), tmp_path / "run")
+    recipe.setup()
+    task = _task(recipe)
+    seen = []
+    draw = task.objective.noise
+
+    def recording(z0, generator, noise=None, level=None):
+        seen.append((z0, draw(z0, generator, noise=noise, level=level)))
+        return seen[-1][1]
+
+    task.objective.noise = recording
+    inputs = []
+    denoiser = recipe.pipe.components[recipe.family.denoiser]
+    hook = denoiser.register_forward_pre_hook(lambda m, args, kwargs: inputs.append(kwargs or args),
+                                              with_kwargs=True)
+    try:
+        task.loss(torch.tensor([0, 1]), BatchRandom(0, [0, 1]))
+    finally:
+        hook.remove()
+    (z_w, w), (z_l, lo) = seen
+    assert torch.equal(w.noise, lo.noise) and torch.equal(w.level, lo.level)
+    assert not torch.equal(z_w, z_l) and not torch.equal(w.noisy, lo.noisy)
+    # both passes (reference, trained) saw [winner; loser] at one timestep per pair
+    for call in inputs:
+        t = call["timestep"] if isinstance(call, dict) else call[1]
+        assert torch.equal(t[:2], t[2:])
+    assert len(inputs) == 2
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+def test_reference_is_the_base_with_every_adapter_disabled(bases, pairs_dir, tmp_path, family):
+    recipe = DiffusionDpoRecipe(_config(bases[family], pairs_dir, **{"lora.text_encoder": {"rank": 4}}),
+                                tmp_path / "run")
+    recipe.setup()
+    _perturb_adapters(recipe.pipe)                     # adapters that change both the denoiser and the text
+    task = _task(recipe)
+    samples = torch.tensor([0, 1])
+    both = _noised(task, samples)
+    ref = task.reference_errors(both, samples, "cpu")
+    base = DiffusionPipeline.from_pretrained(bases[family], **({} if family == "sd" else
+                                                              {"text_encoder_3": None, "tokenizer_3": None}))
+    base_text = PromptConditioning(base, recipe.family, recipe.latents.captions, False, recipe.max_sequence_length)
+    cond, pooled = base_text(samples)
+    with torch.no_grad():
+        expected = task.objective.loss(task._denoise(base.components[recipe.family.denoiser], both.noisy,
+                                                     both.timesteps, cond.repeat(2, 1, 1),
+                                                     None if pooled is None else pooled.repeat(2, 1)), both)
+    torch.testing.assert_close(ref, expected, rtol=1e-5, atol=1e-6)
+    # adapters on again afterwards: the trained pass differs from the base
+    cond, pooled = task._conditioning(samples, "cpu")
+    with torch.no_grad():
+        model = task.objective.loss(task._denoise(task.denoiser, both.noisy, both.timesteps, cond.repeat(2, 1, 1),
+                                                  None if pooled is None else pooled.repeat(2, 1)), both)
+    assert (model - expected).abs().max() > 1e-4
+    # text encoder alone disabled would not do: with only the denoiser's adapters off the reference differs
+    with lora.adapters_disabled(recipe.pipe.components[recipe.family.denoiser]), torch.no_grad():
+        half = task.objective.loss(task._denoise(task.denoiser, both.noisy, both.timesteps, cond.repeat(2, 1, 1),
+                                                 None if pooled is None else pooled.repeat(2, 1)), both)
+    assert (half - expected).abs().max() > 1e-5
+
+
+def test_initial_reference_is_the_stage_start_and_survives_training(bases, pairs_dir, tmp_path):
+    cfg = _config(bases["sd"], pairs_dir, **{"dpo.reference": "initial"})
+    recipe = DiffusionDpoRecipe(cfg, tmp_path / "run")
+    recipe.setup()
+    _perturb_adapters(recipe.pipe, seed=1)             # "the previous stage"
+    start = {k: v.clone() for k, v in lora.lora_state_dict(recipe.pipe.unet).items()}
+    task = _task(recipe)
+    samples = torch.tensor([0, 1])
+    both = _noised(task, samples)
+    ref_before = task.reference_errors(both, samples, "cpu")
+    _perturb_adapters(recipe.pipe, seed=2)             # "training" moved the adapters
+    moved = {k: v.clone() for k, v in lora.lora_state_dict(recipe.pipe.unet).items()}
+    torch.testing.assert_close(task.reference_errors(both, samples, "cpu"), ref_before, rtol=0, atol=0)
+    after = lora.lora_state_dict(recipe.pipe.unet)
+    assert all(torch.equal(after[k], moved[k]) for k in moved)           # swapped back
+    assert any(not torch.equal(start[k], moved[k]) for k in moved)
+
+
+def test_gradient_checkpointing_recomputes_with_adapters_on(bases, pairs_dir, tmp_path):
+    recipe = DiffusionDpoRecipe(_config(bases["sd"], pairs_dir, **{"lora.text_encoder": {"rank": 4}}),
+                                tmp_path / "run")
+    recipe.setup()
+    _perturb_adapters(recipe.pipe)
+    unet = recipe.pipe.unet
+    params = [p for m in (unet, recipe.pipe.text_encoder) for p in lora.lora_parameters(m)]
+    calls = []
+    to_q = next(m for n, m in unet.named_modules() if n.endswith("attn1.to_q"))
+    to_q.register_forward_hook(lambda m, a, o: calls.append(torch.is_grad_enabled()))
+
+    def grads(checkpointing: bool):
+        unet.train()
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        else:
+            unet.disable_gradient_checkpointing()
+        for p in params:
+            p.grad = None
+        calls.clear()
+        loss, _ = _task(recipe).loss(torch.tensor([0, 1]), BatchRandom(3, [0, 1]))
+        loss.backward()
+        return [p.grad.clone() for p in params], len(calls)
+
+    plain, plain_calls = grads(False)
+    checkpointed, checkpointed_calls = grads(True)
+    assert checkpointed_calls > plain_calls                 # the backward pass recomputed the forward
+    assert any(g.abs().max() > 0 for g in plain)
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_interrupted_run_resumes_with_bit_identical_weights(bases, pairs_dir, tmp_path):
+    cfg = _config(bases["sd3"], pairs_dir, **{"train.max_steps": 4, "lora.text_encoder": {"rank": 4}})
+    out = tmp_path / "run"
+    train_diffusion_dpo(cfg, out)
+    full = read_metrics(out / "dpo")
+    weights = load_file(str(out / "lora" / lora.LORA_WEIGHTS_NAME))
+    shutil.rmtree(out / "dpo" / "checkpoints" / "step_000004")
+    shutil.rmtree(out / "lora")
+    shutil.rmtree(out / "dpo" / "lora")
+    (out / "dpo" / "metrics.jsonl").write_text("".join(line + "\n" for line in
+                                                       (out / "dpo" / "metrics.jsonl").read_text().splitlines()[:3]))
+    train_diffusion_dpo(cfg, out)
+    resumed = read_metrics(out / "dpo")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full]
+    again = load_file(str(out / "lora" / lora.LORA_WEIGHTS_NAME))
+    assert set(again) == set(weights) and all(torch.equal(again[k], weights[k]) for k in weights)
+
+
+def test_full_fine_tuning_against_a_frozen_copy(bases, pairs_dir, tmp_path):
+    cfg = _config(bases["sd"], pairs_dir, **{"lora": None, "dpo.reference": "initial", "train.max_steps": 2,
+                                             "train.learning_rate": 1e-4})
+    train_diffusion_dpo(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run" / "dpo")
+    assert rows[0]["model_err_w"] == pytest.approx(rows[0]["ref_err_w"], rel=1e-6)
+    assert rows[1]["model_err_w"] != pytest.approx(rows[1]["ref_err_w"], rel=1e-9)
+    from diffusers import UNet2DConditionModel
+
+    tuned = UNet2DConditionModel.from_pretrained(tmp_path / "run" / "dpo" / "unet")
+    base = UNet2DConditionModel.from_pretrained(bases["sd"] / "unet")
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), base.state_dict().values()))
+    assert not (tmp_path / "run" / "lora").exists()
+
+
+def test_load_adapter_weights_restores_a_saved_stage(bases, pairs_dir, tmp_path):
+    recipe = DiffusionDpoRecipe(_config(bases["sd"], pairs_dir, **{"lora.text_encoder": {"rank": 4}}),
+                                tmp_path / "run")
+    recipe.setup()
+    _perturb_adapters(recipe.pipe)
+    components = {k: recipe.pipe.components[k] for k in recipe.lora_groups}
+    lora.save_lora(type(recipe.pipe), tmp_path / "stage1", components)
+    fresh = DiffusionDpoRecipe(recipe.cfg, tmp_path / "run2")
+    fresh.setup()
+    targets = {k: fresh.pipe.components[k] for k in recipe.lora_groups}
+    load_adapter_weights(targets, tmp_path / "stage1")
+    for k in components:
+        saved, loaded = lora.lora_state_dict(components[k]), lora.lora_state_dict(targets[k])
+        assert all(torch.equal(saved[n], loaded[n]) for n in saved)
+    other = DiffusionDpoRecipe(_config(bases["sd"], pairs_dir, **{"lora.denoiser.rank": 2}), tmp_path / "run3")
+    other.setup()
+    with pytest.raises(HumantuneError, match="does not fit component 'unet'"):
+        load_adapter_weights({"unet": other.pipe.unet}, tmp_path / "stage1")
+
+
+def test_config_mistakes_are_one_line(bases, pairs_dir, tmp_path):
+    with pytest.raises(ConfigError, match="needs dpo.reference: initial"):
+        _config(bases["sd"], pairs_dir, **{"lora": None})
+    with pytest.raises(ConfigError, match="beta_convention"):
+        _config(bases["sd"], pairs_dir, **{"dpo.beta_convention": "sum"})
+    with pytest.raises(HumantuneError, match="file not found"):
+        DiffusionDpoRecipe(_config(bases["sd"], tmp_path / "nothing.parquet"), tmp_path / "run").setup()
+    assert not (tmp_path / "run").exists()                  # a failed setup leaves no folder
