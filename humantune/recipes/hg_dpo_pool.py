@@ -14,8 +14,8 @@ Pick-a-Pic pairs (:func:`select_pairs`, pure and tested, then :func:`materialise
 - **hard**: winner = the real image of the prompt, loser = a generated image (the worst, the best, or a random one
   of the pool: an option).
 
-Scores order the pool best first; a NaN score (a reward that could not judge the image) ranks last; equal scores
-keep the image order (:func:`pool_order`).
+Scores order the pool best first, equal scores in image order (:func:`pool_order`); an image the reward could not
+judge (a NaN score) takes part in no pair.
 """
 
 from __future__ import annotations
@@ -97,44 +97,53 @@ class PairChoice:
     loser_index: int
 
 
-def choose_loser(scores: Sequence[float], how: LoserChoice, rng: np.random.Generator) -> int:
-    """The generated loser of a hard pair: the worst of the pool, the best, or a uniformly random one."""
+def judged(scores: Sequence[float]) -> np.ndarray:
+    """The images of one pool the reward could judge (finite score), best first (:func:`pool_order`)."""
     order = pool_order(scores)
+    return order[np.isfinite(np.asarray(scores, np.float64)[order])]
+
+
+def choose_loser(scores: Sequence[float], how: LoserChoice, rng: np.random.Generator) -> int:
+    """The generated loser of a hard pair among the judged images: the worst, the best, or a uniformly random
+    one."""
+    order = judged(scores)
     if how == "worst":
         return int(order[-1])
     if how == "best":
         return int(order[0])
     if how == "random":
-        return int(rng.integers(len(order)))
+        return int(order[rng.integers(len(order))])
     raise ValueError(f"loser must be worst, best or random, got {how!r}")
 
 
 def select_pairs(scores: np.ndarray, kind: StageKind, normal_winner: NormalWinner = "blend",
                  hard_loser: LoserChoice = "worst", seed: int = 0) -> list[PairChoice]:
-    """The pairs of a stage from a scored pool ``scores`` (P prompts × N images):
+    """The pairs of a stage from a scored pool ``scores`` (P prompts × N images). Only images the reward could
+    judge (a finite score) take part; a prompt with none gives no pair.
 
-    - easy: (best generated, worst generated), skipped where the best and worst scores are equal (or both NaN):
-      no preference to learn;
+    - easy: (best generated, worst generated), skipped where the best and worst scores are equal: no preference to
+      learn;
     - normal: (``normal_winner`` made from the best generated image and the real one, worst generated);
     - hard: (real image, :func:`choose_loser` with ``hard_loser``; ``random`` draws from ``seed``)."""
     scores = np.asarray(scores, np.float64)
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores must be (prompts, images ≥ 2), got shape {scores.shape}")
+    if kind not in ("easy", "normal", "hard"):
+        raise ValueError(f"kind must be easy, normal or hard, got {kind!r}")
     rng = np.random.default_rng(seed)
     pairs = []
     for p, row in enumerate(scores):
-        order = pool_order(row)
+        order = judged(row)
+        if len(order) == 0:
+            continue
         best, worst = int(order[0]), int(order[-1])
         if kind == "easy":
-            if not row[best] > row[worst]:   # equal, or NaN
-                continue
-            pairs.append(PairChoice(p, "generated", best, worst))
+            if row[best] > row[worst]:
+                pairs.append(PairChoice(p, "generated", best, worst))
         elif kind == "normal":
             pairs.append(PairChoice(p, normal_winner, best, worst))
-        elif kind == "hard":
-            pairs.append(PairChoice(p, "real", None, choose_loser(row, hard_loser, rng)))
         else:
-            raise ValueError(f"kind must be easy, normal or hard, got {kind!r}")
+            pairs.append(PairChoice(p, "real", None, choose_loser(row, hard_loser, rng)))
     return pairs
 
 
