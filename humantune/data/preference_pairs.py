@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 from PIL import Image
 
@@ -83,12 +83,6 @@ def _decode(data, where: str, column: str) -> Image.Image:
         raise DataError(f"{where}: {column} is not a readable image ({one_line(e)})") from None
 
 
-def _keep(pair: PreferencePair, ties: TieHandling) -> bool:
-    if ties not in ("drop", "keep"):
-        raise ValueError(f"ties must be 'drop' or 'keep', got {ties!r}")
-    return ties == "keep" or pair.label != 0.5
-
-
 def parquet_files(path: Path) -> list[Path]:
     """The parquet file ``path``, or the ``*.parquet`` files of the folder ``path`` in name order."""
     if path.is_dir():
@@ -102,43 +96,49 @@ def parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
-def read_pairs_parquet(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
-                       ) -> list[PreferencePair]:
-    """Winner-first pairs of a Pick-a-Pic parquet file or folder of shards (at most ``limit``, in file order)."""
+def iter_pairs_parquet(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
+                       ) -> Iterator[PreferencePair]:
+    """Winner-first pairs of a Pick-a-Pic parquet file or folder of shards (at most ``limit``, in file order),
+    decoded one row at a time and one row group at a time (Pick-a-Pic's shards hold hundreds of MB of images)."""
     import pyarrow.parquet as pq
 
-    pairs: list[PreferencePair] = []
+    count = 0
     for file in parquet_files(Path(path)):
         try:
-            table = pq.read_table(file)
+            parquet = pq.ParquetFile(file)
         except Exception as e:  # pyarrow's ArrowInvalid and OSError
             raise DataError(f"{file}: not a readable parquet file ({one_line(e)})") from None
-        missing = [c for c in ("jpg_0", "jpg_1", "label_0", "caption") if c not in table.column_names]
+        names = parquet.schema_arrow.names
+        missing = [c for c in ("jpg_0", "jpg_1", "label_0", "caption") if c not in names]
         if missing:
             raise DataError(f"{file}: missing column {', '.join(missing)}; expected the Pick-a-Pic columns jpg_0, "
-                            f"jpg_1, label_0, caption (has {', '.join(table.column_names)})")
-        columns = {c: table.column(c).to_pylist() for c in ("jpg_0", "jpg_1", "label_0", "caption")}
-        for i in range(table.num_rows):
-            where = f"{file} row {i}"
-            caption = columns["caption"][i]
-            if not isinstance(caption, str):
-                raise DataError(f"{where}: caption is {caption!r}; expected a string")
-            pair = normalise_pair(_decode(columns["jpg_0"][i], where, "jpg_0"),
-                                  _decode(columns["jpg_1"][i], where, "jpg_1"), caption,
-                                  _label(columns["label_0"][i], where, "label_0"))
-            if _keep(pair, ties):
-                pairs.append(pair)
-                if limit is not None and len(pairs) >= limit:
-                    return pairs
-    return pairs
+                            f"jpg_1, label_0, caption (has {', '.join(names)})")
+        row = 0
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=["jpg_0", "jpg_1", "label_0", "caption"])
+            columns = {c: table.column(c).to_pylist() for c in table.column_names}
+            for i in range(table.num_rows):
+                where = f"{file} row {row}"
+                row += 1
+                caption = columns["caption"][i]
+                if not isinstance(caption, str):
+                    raise DataError(f"{where}: caption is {caption!r}; expected a string")
+                label = _label(columns["label_0"][i], where, "label_0")
+                if ties == "drop" and label == 0.5:
+                    continue
+                yield normalise_pair(_decode(columns["jpg_0"][i], where, "jpg_0"),
+                                     _decode(columns["jpg_1"][i], where, "jpg_1"), caption, label)
+                count += 1
+                if limit is not None and count >= limit:
+                    return
 
 
-def read_pairs_folder(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
-                      ) -> list[PreferencePair]:
-    """Winner-first pairs of an image folder with ``pairs.jsonl`` (see the module docstring)."""
+def iter_pairs_folder(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
+                      ) -> Iterator[PreferencePair]:
+    """Winner-first pairs of an image folder with ``pairs.jsonl`` (see the module docstring), one at a time."""
     folder = Path(path)
     manifest = folder / PAIRS_FILE
-    pairs: list[PreferencePair] = []
+    count = 0
     for line, row in read_jsonl(manifest, "one preference pair per line"):
         where = f"{manifest} line {line}"
         missing = [k for k in ("file_0", "file_1", "label_0", "caption") if k not in row]
@@ -146,23 +146,53 @@ def read_pairs_folder(path: str | os.PathLike, ties: TieHandling = "drop", limit
             raise DataError(f"{where}: missing key {', '.join(missing)}; expected file_0, file_1, label_0, caption")
         if not isinstance(row["caption"], str):
             raise DataError(f"{where}: caption is {row['caption']!r}; expected a string")
-        images = [load_rgb(relative_file(folder, row[key], where, key), f"{where}, {key}")
-                  for key in ("file_0", "file_1")]
-        pair = normalise_pair(images[0], images[1], row["caption"], _label(row["label_0"], where, "label_0"))
-        if _keep(pair, ties):
-            pairs.append(pair)
-            if limit is not None and len(pairs) >= limit:
-                break
-    return pairs
+        label = _label(row["label_0"], where, "label_0")
+        files = [relative_file(folder, row[key], where, key) for key in ("file_0", "file_1")]
+        if ties == "drop" and label == 0.5:
+            continue
+        images = [load_rgb(file, f"{where}, {key}") for file, key in zip(files, ("file_0", "file_1"))]
+        yield normalise_pair(images[0], images[1], row["caption"], label)
+        count += 1
+        if limit is not None and count >= limit:
+            return
+
+
+def iter_pairs(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
+               ) -> Iterator[PreferencePair]:
+    """Winner-first pairs from a folder with ``pairs.jsonl``, a parquet file, or a folder of parquet shards, one
+    at a time (the layout is checked when the first pair is asked for)."""
+    if ties not in ("drop", "keep"):
+        raise ValueError(f"ties must be 'drop' or 'keep', got {ties!r}")
+    p = Path(path).expanduser()
+    if (p / PAIRS_FILE).is_file():
+        return iter_pairs_folder(p, ties, limit)
+    return iter_pairs_parquet(p, ties, limit)
+
+
+def read_pairs_parquet(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
+                       ) -> list[PreferencePair]:
+    """:func:`iter_pairs_parquet` as a list."""
+    return list(iter_pairs_parquet(path, ties, limit))
+
+
+def read_pairs_folder(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
+                      ) -> list[PreferencePair]:
+    """:func:`iter_pairs_folder` as a list."""
+    return list(iter_pairs_folder(path, ties, limit))
 
 
 def read_pairs(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
                ) -> list[PreferencePair]:
     """Winner-first pairs from a folder with ``pairs.jsonl``, a parquet file, or a folder of parquet shards."""
-    p = Path(path).expanduser()
-    if (p / PAIRS_FILE).is_file():
-        return read_pairs_folder(p, ties, limit)
-    return read_pairs_parquet(p, ties, limit)
+    return list(iter_pairs(path, ties, limit))
+
+
+def source_fingerprint(path: str | os.PathLike) -> list:
+    """What identifies a pairs source without reading its images: every file's name, size and mtime (the
+    parquet files, or the folder's pairs.jsonl and images)."""
+    p = Path(path).expanduser().resolve()
+    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
+    return [str(p)] + [[str(f.relative_to(p.parent)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
 def _png(image: Image.Image) -> bytes:

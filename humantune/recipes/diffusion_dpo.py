@@ -39,12 +39,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
 from humantune.config import config_to_dict, option
-from humantune.data.preference_pairs import PreferencePair, normalise_pair, read_pairs, write_pairs_folder
-from humantune.errors import ConfigError
+from humantune.data.preference_pairs import (
+    PreferencePair, iter_pairs, normalise_pair, source_fingerprint, write_pairs_folder,
+)
 from humantune.io import json_safe, write_json_atomic, write_text_atomic
 from humantune.losses.objectives import FlowMatchingConfig
 from humantune.models import lora
@@ -152,11 +154,13 @@ class DiffusionDpoRecipe:
         self.generation = generation_settings(self.source, cfg.inference_steps, cfg.guidance_scale, self.resolution)
         self.max_sequence_length = 0 if self.family.name != "sd3" else (
             cfg.max_sequence_length or int(self.generation.get("max_sequence_length", 77)))
-        with self.trainer.accelerator.main_process_first():
-            pairs = self._pairs()
-        self.captions = [p.caption for p in pairs]
-        cache = self.out / "dpo" / "pair_latents.safetensors" if self.trainer.is_main else None
-        self.latents = encode_pairs(pipe, pairs, self.resolution, cache, progress=self.trainer.is_main)
+        with self.trainer.accelerator.main_process_first():   # the main process writes the cache, others read
+            pairs, key = self._pairs()
+            cache = self.out / "dpo" / "pair_latents.safetensors"
+            self.latents = encode_pairs(pipe, pairs, self.resolution, cache, key, progress=self.trainer.is_main,
+                                        write=self.trainer.is_main,
+                                        what=f"pairs '{cfg.pairs}' (dpo.ties: {cfg.dpo.ties})")
+        self.captions = self.latents.captions
         self.base_images = self._generate()   # before training: adapters are zero, the base model draws
         torch.manual_seed(cfg.train.seed)      # the adapters' initial A matrices
         self.lora_groups = cfg.lora.groups(self.family) if cfg.lora is not None else None
@@ -172,15 +176,14 @@ class DiffusionDpoRecipe:
         check_image_size(self.pipe, size, size, "resolution")
         return int(size)
 
-    def _pairs(self) -> list[PreferencePair]:
+    def _pairs(self) -> tuple[Iterable[PreferencePair], str | None]:
+        """The pairs (read lazily from a file or folder) and a fingerprint of them for the latent cache (None:
+        hash the images)."""
         cfg = self.cfg
-        if cfg.pairs != "mannequin":
-            pairs = read_pairs(cfg.pairs, cfg.dpo.ties, cfg.max_pairs)
-        else:
-            pairs = self._mannequin_pairs()[:cfg.max_pairs]
-        if not pairs:
-            raise ConfigError(f"pairs '{cfg.pairs}': no pairs left to train on (ties: {cfg.dpo.ties})")
-        return pairs
+        if cfg.pairs == "mannequin":
+            return self._mannequin_pairs()[:cfg.max_pairs], None
+        key = json.dumps([source_fingerprint(cfg.pairs), cfg.dpo.ties, cfg.max_pairs])
+        return iter_pairs(cfg.pairs, cfg.dpo.ties, cfg.max_pairs), key
 
     def _mannequin_pairs(self) -> list[PreferencePair]:
         """World render (winner) vs the base model's sample (loser) per prompt and index, cached in OUT/data/pairs."""

@@ -32,13 +32,15 @@ Exact resume comes from the engine: run the same stage again and it continues fr
 
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import torch
+from tqdm import tqdm
 
 from humantune.config import option
 from humantune.data.preference_pairs import PreferencePair
@@ -127,32 +129,63 @@ def objective_for(pipe, family: Family, flow: FlowMatchingConfig | None = None,
     return RectifiedFlowObjective(flow, shift)
 
 
-def encode_pairs(pipe, pairs: Sequence[PreferencePair], resolution: int, cache: Path | None = None,
-                 progress: bool = False) -> PairLatents:
+def encode_pairs(pipe, pairs: Iterable[PreferencePair], resolution: int, cache: Path | None = None,
+                 key: str | None = None, progress: bool = False, batch_size: int = 32, write: bool = True,
+                 what: str = "the pairs") -> PairLatents:
     """VAE posteriors of every pair's winner and loser at ``resolution`` (short side resized, centre-cropped),
-    cached in ``cache`` (a .safetensors file keyed by a digest of the VAE and the images) when given."""
+    encoded ``batch_size`` pairs at a time in float32, so only the latents of a large set stay in memory.
+
+    ``cache``: a .safetensors file holding the result (captions and labels included) under a digest of the VAE
+    and ``key`` — a caller's fingerprint of the pairs (e.g. :func:`~humantune.data.preference_pairs.
+    source_fingerprint` of a file), or, when None, of every image (``pairs`` is then read into a list); ``write``:
+    whether this process writes the cache (the main one); ``what``: how an error names the pairs."""
     from humantune.data.prepare import resize_centre_crop, to_chw
 
-    if not pairs:
-        raise HumantuneError("no preference pairs to train on (all dropped as ties, or an empty set)")
-    winners = torch.stack([to_chw(resize_centre_crop(p.winner, resolution)) for p in pairs])
-    losers = torch.stack([to_chw(resize_centre_crop(p.loser, resolution)) for p in pairs])
     vae = pipe.vae
+
+    def pixels(chunk: list[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.stack([to_chw(resize_centre_crop(p.winner, resolution)) for p in chunk]),
+                torch.stack([to_chw(resize_centre_crop(p.loser, resolution)) for p in chunk]))
+
+    if cache is not None and key is None:
+        pairs = list(pairs)
+        key = digest(*(pixels(pairs[i:i + batch_size]) for i in range(0, len(pairs), batch_size)))
 
     def compute() -> dict[str, torch.Tensor]:
         dtype = vae.dtype   # encoded in float32 (a half-precision VAE gives NaN latents: papers.md §2 pitfalls)
         if dtype != torch.float32:
             vae.float()
+        winners, losers, captions, labels = [], [], [], []
         try:
-            return {"winners": encode_latent_stats(vae, winners, progress=progress),
-                    "losers": encode_latent_stats(vae, losers, progress=progress)}
+            for chunk in tqdm(batched(pairs, batch_size), desc="encoding pairs", unit="batch", disable=not progress):
+                w, lo = pixels(chunk)
+                winners.append(encode_latent_stats(vae, w, batch_size))
+                losers.append(encode_latent_stats(vae, lo, batch_size))
+                captions += [p.caption for p in chunk]
+                labels += [float(p.label) for p in chunk]
         finally:
             if dtype != torch.float32:
                 vae.to(dtype)
+        if not captions:
+            raise HumantuneError(f"{what}: no preference pairs to train on (all dropped as ties, or none at all)")
+        return {"winners": torch.cat(winners), "losers": torch.cat(losers), "labels": torch.tensor(labels),
+                "captions": torch.tensor(list(json.dumps(captions).encode()), dtype=torch.uint8)}
 
-    stats = cached_tensors(cache, digest(vae, winners, losers), compute)
-    return PairLatents(stats["winners"], stats["losers"], [p.caption for p in pairs],
-                       torch.tensor([float(p.label) for p in pairs]))
+    stats = cached_tensors(cache, digest(vae, str(resolution), key or ""), compute, write)
+    return PairLatents(stats["winners"], stats["losers"], json.loads(bytes(stats["captions"].tolist()).decode()),
+                       stats["labels"])
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    """Lists of ``n`` consecutive items (the last one shorter)."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def load_adapter_weights(components: dict[str, torch.nn.Module], lora_dir: str | Path) -> None:
@@ -362,8 +395,9 @@ def train_dpo_stage(trainer: Trainer, pipe, pairs: Sequence[PreferencePair] | Pa
     if not isinstance(pairs, PairLatents):
         if resolution is None:
             raise HumantuneError("train_dpo_stage: give the resolution to encode the pair images at")
-        cache = stage_dir / "pair_latents.safetensors" if trainer.is_main else None
-        pairs = encode_pairs(pipe, pairs, resolution, cache)
+        with trainer.accelerator.main_process_first():
+            pairs = encode_pairs(pipe, pairs, resolution, stage_dir / "pair_latents.safetensors",
+                                 write=trainer.is_main)
     if len(pairs) == 0:
         raise HumantuneError("no preference pairs to train on")
     objective = objective or objective_for(pipe, family)

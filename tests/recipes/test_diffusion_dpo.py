@@ -299,3 +299,27 @@ def test_config_mistakes_are_one_line(bases, pairs_dir, tmp_path):
     with pytest.raises(HumantuneError, match="file not found"):
         DiffusionDpoRecipe(_config(bases["sd"], tmp_path / "nothing.parquet"), tmp_path / "run").setup()
     assert not (tmp_path / "run").exists()                  # a failed setup leaves no folder
+
+
+def test_a_source_with_only_ties_names_the_pairs(bases, tmp_path):
+    tie = PreferencePair(Image.new("RGB", (32, 32)), Image.new("RGB", (32, 32), "white"), PROMPTS[0], 0.5)
+    folder = write_pairs_folder([tie], tmp_path / "ties")
+    with pytest.raises(HumantuneError, match=r"pairs '.*ties' \(dpo.ties: drop\): no preference pairs"):
+        DiffusionDpoRecipe(_config(bases["sd"], folder), tmp_path / "run").setup()
+
+
+def test_encoded_pairs_are_cached_with_captions_and_labels(bases, pairs_dir, tmp_path, monkeypatch):
+    from humantune.recipes import dpo_training
+
+    pipe = DiffusionPipeline.from_pretrained(bases["sd"])
+    pairs = read_pairs(pairs_dir) + [PreferencePair(Image.new("RGB", (40, 32)), Image.new("RGB", (32, 32)),
+                                                    "a tie", 0.5)]
+    cache = tmp_path / "latents.safetensors"
+    first = dpo_training.encode_pairs(pipe, iter(pairs), 32, cache, key="k1", batch_size=3)
+    assert first.winners.shape == (5, 2, 4, 16, 16) and first.captions == [p.caption for p in pairs]
+    assert first.labels.tolist() == [1.0, 1.0, 1.0, 1.0, 0.5]
+    monkeypatch.setattr(dpo_training, "encode_latent_stats", lambda *a, **k: pytest.fail("re-encoded"))
+    again = dpo_training.encode_pairs(pipe, iter(pairs), 32, cache, key="k1")
+    assert torch.equal(again.winners, first.winners) and again.captions == first.captions
+    with pytest.raises(pytest.fail.Exception, match="re-encoded"):   # another fingerprint: encoded again
+        dpo_training.encode_pairs(pipe, iter(pairs), 32, cache, key="k2")
