@@ -26,6 +26,7 @@ from humantune.config import option
 from humantune.data.mannequin.world import MannequinConfig
 from humantune.data.sources import DataSource, open_source
 from humantune.io import json_safe, write_bytes_atomic, write_json_atomic
+from humantune.losses.objectives import NoisedLatents
 from humantune.models.blocks import residual_blocks, skip_block
 from humantune.models.encoding import PromptConditioning, digest, encode_latent_stats
 from humantune.models.families import family_of
@@ -56,15 +57,16 @@ class CeiConfig:
 
 @dataclass
 class NoisedBatch:
-    """Denoiser inputs of a batch and its regression target: ``noisy`` x_t, ``timesteps``, ``cond`` (text hidden
-    states), ``pooled`` (SD3's pooled projections or None), ``target`` and ``level`` (σ or t)."""
+    """A batch at its drawn noise level (``noised``: the objective's NoisedLatents) with its text conditioning:
+    ``cond`` (hidden states) and ``pooled`` (SD3's pooled projections, or None)."""
 
-    noisy: torch.Tensor
-    timesteps: torch.Tensor
+    noised: NoisedLatents
     cond: torch.Tensor
     pooled: torch.Tensor | None
-    target: torch.Tensor
-    level: torch.Tensor
+
+    def to(self, device) -> NoisedBatch:
+        moved = NoisedLatents(**{k: v.to(device) for k, v in vars(self.noised).items()})
+        return NoisedBatch(moved, self.cond.to(device), None if self.pooled is None else self.pooled.to(device))
 
 
 class EncodedData:
@@ -79,7 +81,8 @@ class EncodedData:
         self.latents = encode_latent_stats(vae, pixels)
         self.shift = (vae.config.shift_factor or 0.0) if self.family.name == "sd3" else 0.0
         self.scale = vae.config.scaling_factor
-        self.text = PromptConditioning(pipe, self.family, [s.caption for s in samples], False, max_sequence_length)
+        self.captions = [s.caption for s in samples]
+        self.text = PromptConditioning(pipe, self.family, self.captions, False, max_sequence_length)
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -89,9 +92,8 @@ class EncodedData:
         from humantune.losses.objectives import sample_latents
 
         z0 = sample_latents(self.latents[index], generator, self.shift, self.scale)
-        noised = objective.noise(z0, generator)
         cond, pooled = self.text(index)
-        return NoisedBatch(noised.noisy, noised.timesteps, cond, pooled, noised.target, noised.level)
+        return NoisedBatch(objective.noise(z0, generator), cond, pooled)
 
 
 def objective_of(pipe):
@@ -115,22 +117,23 @@ def fixed_noised(data: EncodedData, objective, n: int, batch_size: int, seed: in
 
 def predict(family_name: str, denoiser, batch: NoisedBatch) -> torch.Tensor:
     """The denoiser's output on a batch (SD3: hidden/encoder/pooled/timestep keywords; SD: sample, t, cond)."""
-    device = next(denoiser.parameters()).device
+    batch = batch.to(next(denoiser.parameters()).device)
+    x, t = batch.noised.noisy, batch.noised.timesteps
     if family_name == "sd":
-        return denoiser(batch.noisy.to(device), batch.timesteps.to(device), batch.cond.to(device)).sample
-    return denoiser(hidden_states=batch.noisy.to(device), encoder_hidden_states=batch.cond.to(device),
-                    pooled_projections=batch.pooled.to(device), timestep=batch.timesteps.to(device)).sample
+        return denoiser(x, t, batch.cond).sample
+    return denoiser(hidden_states=x, encoder_hidden_states=batch.cond, pooled_projections=batch.pooled,
+                    timestep=t).sample
 
 
 # ---------------------------------------------------------------------------------------------------------- CEI
 
 
 @torch.no_grad()
-def block_priorities(denoiser, run, batches, progress: bool = True) -> dict:
-    """π(b) of every residual block of ``denoiser`` in every reading: ``run(batch)`` returns ε̂ of a batch with the
-    denoiser as it currently is (blocks skipped inside :func:`skip_block`). Returns ``{"blocks": [names in forward
-    order], "priorities": {"sigma/average": {name: π}}}``."""
-    blocks = residual_blocks(denoiser)
+def block_priorities(denoiser, run, batches, blocks=None, progress: bool = True) -> dict:
+    """π(b) of every residual block of ``denoiser`` (or of ``blocks``, a subset in forward order) in every reading:
+    ``run(batch)`` returns ε̂ of a batch with the denoiser as it currently is (blocks skipped inside
+    :func:`skip_block`). Returns ``{"blocks": [names in forward order], "priorities": {"sigma/average": {name: π}}}``."""
+    blocks = residual_blocks(denoiser) if blocks is None else blocks
     was_training = denoiser.training
     denoiser.eval()
     full, skipped = [], {b.name: [] for b in blocks}
@@ -183,21 +186,22 @@ def cei_bar_plot(result: dict, cfg: CeiConfig) -> bytes:
     return buf.getvalue()
 
 
-def cached_cei(out: Path, denoiser, family_name: str, batches: list[NoisedBatch], cfg: CeiConfig,
-               data_key: str, progress: bool = True) -> dict:
-    """``OUT/cei.json`` when its digest (denoiser weights + data + settings) matches, else computed and written
-    with ``OUT/cei.png``."""
+def cached_cei(out: Path, denoiser, run, batches: list, cfg: CeiConfig, data_key: str, blocks=None,
+               progress: bool = True) -> dict:
+    """``OUT/cei.json`` when its digest (denoiser weights + data + settings + blocks) matches, else computed by
+    :func:`block_priorities` and written with ``OUT/cei.png``."""
     import json
 
-    key = digest(denoiser, data_key, repr(sorted(vars(cfg).items())))
+    names = [b.name for b in (residual_blocks(denoiser) if blocks is None else blocks)]
+    key = digest(denoiser, data_key, repr(sorted(vars(cfg).items())), names)
     path = out / "cei.json"
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached.get("digest") == key:
             return cached
     t0 = time.perf_counter()
-    result = block_priorities(denoiser, lambda b: predict(family_name, denoiser, b), batches, progress)
-    result.update(samples=sum(len(b.noisy) for b in batches), reading=reading_key(cfg),
+    result = block_priorities(denoiser, run, batches, blocks, progress)
+    result.update(samples=cfg.samples, reading=reading_key(cfg),
                   settings=dict(vars(cfg)), seconds=time.perf_counter() - t0, digest=key)
     result["ranking"] = cei_ranking(result, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,5 +228,5 @@ def cei_study(model: str, out: Path, data: str | None = None, cfg: CeiConfig = C
     length = 0 if family.name == "sd" else int(info.get("generation", {}).get("max_sequence_length", 77))
     encoded = EncodedData(pipe, samples, size, length)
     batches = fixed_noised(encoded, objective_of(pipe), cfg.samples, cfg.batch_size, cfg.seed)
-    return cached_cei(out, denoiser, family.name, batches, cfg, digest(encoded.latents, encoded.text.embeds),
-                      progress)
+    return cached_cei(out, denoiser, lambda b: predict(family.name, denoiser, b), batches, cfg,
+                      digest(encoded.latents, encoded.text.embeds), progress=progress)

@@ -8,7 +8,10 @@
 - :class:`ProgressiveBlocks` — the top-m blocks by priority train, the others are frozen (``requires_grad`` False,
   gradients None; :func:`drop_frozen_state` removes optimizer state of frozen parameters), and the *frozen prefix*
   (every block before the first trainable one in forward order, and whatever the model runs before it) runs under
-  ``no_grad`` so its activations are not stored — freezing alone saves only gradients and optimizer state;
+  ``no_grad`` so its activations are not stored. (In PyTorch, ``requires_grad`` freezing already keeps autograd out
+  of a prefix none of whose inputs requires grad; the no-grad context guarantees it when one does — a trainable
+  embedding or condition encoder feeding the prefix, whose gradient then stops there. Frozen blocks *after* the
+  first trainable one must still store what their input gradients need.);
 - :func:`supernet_choice` — the m a supernet step trains, a function of (seed, stage, step) alone, so a run resumed
   inside a supernet epoch trains the same m at every step;
 - :class:`SavedTensorBytes` — bytes autograd saves for backward (the activation part of the training state).
@@ -103,16 +106,16 @@ def convergence_efficiency(losses: Sequence[float], times: Sequence[float]) -> f
 
 
 def candidate_efficiencies(rows: Sequence[dict], candidates: Sequence[int], trace: Literal["sampled", "credited"],
-                           start_loss: float | None = None) -> dict[int, float | None]:
-    """CE(m) of every candidate from a supernet epoch's rows (in step order), each ``{"m", "heldout_loss",
-    "step_seconds"}``, read as ``trace`` says (module docstring). ``start_loss`` is the held-out loss before the
-    first step (``credited`` needs it for the first step's drop). A candidate with too few points (``sampled``:
-    fewer than 2 steps; ``credited``: none) gets None."""
+                           start_loss: float | None = None, key: str = "heldout_loss") -> dict[int, float | None]:
+    """CE(m) of every candidate from a supernet epoch's rows (in step order), each ``{"m", key, "step_seconds"}``
+    (``key``: the held-out loss after the step), read as ``trace`` says (module docstring). ``start_loss`` is the
+    held-out loss before the first step (``credited`` needs it for the first step's drop). A candidate with too few
+    points (``sampled``: fewer than 2 steps; ``credited``: none) gets None."""
     out: dict[int, float | None] = {}
     for m in candidates:
         if trace == "sampled":
             own = [r for r in rows if r["m"] == m]
-            out[m] = (convergence_efficiency([r["heldout_loss"] for r in own], [r["step_seconds"] for r in own])
+            out[m] = (convergence_efficiency([r[key] for r in own], [r["step_seconds"] for r in own])
                       if len(own) >= 2 else None)
             continue
         drop = seconds = 0.0
@@ -120,9 +123,9 @@ def candidate_efficiencies(rows: Sequence[dict], candidates: Sequence[int], trac
         for r in rows:
             if r["m"] == m and previous is not None:
                 # the step's own two-point trace (before, after): CE's numerator ℓ(before) − ℓ(after), time T(s)
-                drop += previous - r["heldout_loss"]
+                drop += previous - r[key]
                 seconds += r["step_seconds"]
-            previous = r["heldout_loss"]
+            previous = r[key]
         out[m] = drop / seconds if seconds > 0 else None
     return out
 
@@ -204,7 +207,10 @@ class ProgressiveBlocks:
         if not enabled or first is None or not torch.is_grad_enabled():
             yield
             return
-        handle = self.modules[first].register_forward_pre_hook(lambda module, args: torch.set_grad_enabled(True))
+        def enable_grad(module, args) -> None:   # returns None: the block's inputs stay as they are
+            torch.set_grad_enabled(True)
+
+        handle = self.modules[first].register_forward_pre_hook(enable_grad)
         try:
             with torch.no_grad():
                 yield
@@ -217,19 +223,20 @@ class ProgressiveBlocks:
 
 
 class SavedTensorBytes:
-    """Context manager counting the bytes autograd saves for backward (distinct storages once), via
-    ``torch.autograd.graph.saved_tensors_hooks``: the activation part of the training state."""
+    """Context manager counting the bytes autograd saves for backward (distinct storages once, ``exclude``'s never),
+    via ``torch.autograd.graph.saved_tensors_hooks``: the activation part of the training state."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: Sequence[torch.Tensor] = ()) -> None:
         self.bytes = 0
         self.count = 0
-        self._seen: set[int] = set()
+        # storages of ``exclude`` (the parameters: saved weights are not activations) are never counted
+        self._seen: set[int] = {t.untyped_storage().data_ptr() for t in exclude}
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         self.count += 1
         storage = tensor.untyped_storage()
         key = storage.data_ptr()
-        if key not in self._seen and not isinstance(tensor, torch.nn.Parameter):
+        if key not in self._seen:
             self._seen.add(key)
             self.bytes += storage.nbytes()
         return tensor
