@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
     """name → (config class, run function, one-line description); imported lazily so ``--help`` stays fast."""
-    from humantune.recipes import controlnet_pose, diffusion_dpo, dreambooth_lora, hg_dpo, pose_video, pretrain
+    from humantune.recipes import (
+        controlnet_pose, diffusion_dpo, dreambooth_lora, ent_prog, hg_dpo, pose_video, pretrain,
+    )
 
     return {
         "pretrain": (pretrain.PretrainConfig, pretrain.pretrain,
@@ -23,4 +25,6 @@ def recipes() -> dict[str, tuple[type, Callable[..., Any], str]]:
                           "Diffusion-DPO on preference pairs (Pick-a-Pic parquet/folder or offline mannequin pairs)"),
         "hg-dpo": (hg_dpo.HgDpoConfig, hg_dpo.train_hg_dpo,
                    "Diffusion-DPO with real images: easy -> normal -> hard curriculum (papers.md §2)"),
+        "ent-prog": (ent_prog.EntProgConfig, ent_prog.train_ent_prog,
+                     "Ent-Prog: CEI-prioritized progressive fine-tuning with an adaptive schedule (papers.md §3)"),
     }
