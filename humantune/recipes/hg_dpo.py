@@ -72,7 +72,8 @@ Curriculum = Literal["hg-dpo", "naive", "generated"]
 class StatisticsConfig:
     """HG-DPO's statistics-matching loss (hard stages)."""
 
-    weight: float = option(0.0, "λ of L_stat added to the DPO loss (0: off)")
+    weight: float = option(0.0, "λ of L_stat added to the DPO loss (0: off; the paper summary gives no value: 0.1 "
+                                "keeps the term near the DPO loss's size on tiny-sd)")
     space: Literal["latent", "pixel"] = option("latent", "channels of the latent, or RGB after the VAE decoder")
     source: Literal["loser", "winner"] = option(
         "loser", "'generated' = the model's x̂₀ from the noised loser (a generated image) or from the noised winner "
@@ -120,7 +121,7 @@ class GenerationConfig:
 
 def default_stages() -> list[StageConfig]:
     return [StageConfig(name="easy", kind="easy"), StageConfig(name="normal", kind="normal"),
-            StageConfig(name="hard", kind="hard", statistics=StatisticsConfig(weight=1.0))]
+            StageConfig(name="hard", kind="hard", statistics=StatisticsConfig(weight=0.1))]
 
 
 @dataclass
@@ -132,8 +133,13 @@ class HgDpoConfig:
     real_data: DataSource = option(DataSource(world=MannequinConfig(n=64, seed=0)),
                                    "the real images with captions (winners of the hard stage); their captions are "
                                    "the pool's prompts")
+    real_dir: str | None = option(None, "instead of real_data: real photos with captions — an image folder "
+                                        "(metadata.jsonl 'text' or sidecar .txt), a parquet file/folder, a pose "
+                                        "folder or coco:ANNOTATIONS_JSON:IMAGE_DIR (humantune.data.loaders."
+                                        "open_pose_dataset)")
     heldout_data: DataSource = option(DataSource(world=MannequinConfig(n=200, seed=1)),
                                       "held-out prompts (and real images) for the evaluation")
+    heldout_dir: str | None = option(None, "instead of heldout_data: held-out real photos with captions (as real_dir)")
     resolution: int | None = option(None, "image size (null: the base's humantune.json, else its sample size)")
     max_sequence_length: int | None = option(None, "SD3 T5 slots (null: the base's humantune.json, else 77)")
     pool: pool_lib.PoolConfig = option(pool_lib.PoolConfig(), "the image pool and its reward")
@@ -147,15 +153,21 @@ class HgDpoConfig:
     stages: list[StageConfig] = option(default_stages(), "the curriculum, run in sequence")
     generation: GenerationConfig = option(GenerationConfig(), "sampling settings")
     eval: EvalConfig = option(EvalConfig(metrics=["oks", "attribute_accuracy", "anomaly_rate", "world_fd"]),
-                              "held-out evaluation of the base and every stage")
+                              "held-out evaluation of the base and the stages")
+    eval_stages: Literal["all", "last"] = option("all", "evaluate every stage, or only the last (the benchmark's "
+                                                        "arms)")
 
     def __post_init__(self) -> None:
         staging.check_stages(self.stages)
-        if self.real_data.identity() == self.heldout_data.identity():
+        if self.real_dir is None and self.heldout_dir is None and \
+                self.real_data.identity() == self.heldout_data.identity():
             raise ValueError("heldout_data must differ from real_data (another world seed or path)")
+        if self.real_dir is not None and self.real_dir == self.heldout_dir:
+            raise ValueError("heldout_dir must differ from real_dir: the held-out prompts must not be the training ones")
         if self.resolution is not None and self.resolution < 8:
             raise ValueError(f"resolution must be at least 8, got {self.resolution}")
-        if self.heldout_data.kind == "mannequin" and self.heldout_data.world.n < self.eval.samples:
+        if self.heldout_dir is None and self.heldout_data.kind == "mannequin" and \
+                self.heldout_data.world.n < self.eval.samples:
             raise ValueError(f"heldout_data.world.n ({self.heldout_data.world.n}) must be at least eval.samples "
                              f"({self.eval.samples})")
 
@@ -246,14 +258,25 @@ class HgDpoRecipe:
         self.adapted = {k: pipe.components[k] for k in self.lora_groups}
         self.initial_adapters = {k: [p.detach().clone() for p in lora.lora_parameters(m)]
                                  for k, m in self.adapted.items()}
-        self.real = self._prepared(cfg.real_data, "real", cfg.pool.prompts)
-        self.heldout = self._prepared(cfg.heldout_data, "heldout", cfg.eval.samples) if cfg.eval.samples else []
+        self.real = self._prepared(cfg.real_data, cfg.real_dir, "real", cfg.pool.prompts)
+        self.heldout = self._prepared(cfg.heldout_data, cfg.heldout_dir, "heldout", cfg.eval.samples) \
+            if cfg.eval.samples else []
         if cfg.eval.samples and len(self.heldout) < cfg.eval.samples:
             raise DataError(f"heldout_data has {len(self.heldout)} samples; eval.samples needs {cfg.eval.samples}")
 
-    def _prepared(self, src: DataSource, split: str, limit: int | None):
-        data = open_source(src, f"{split}_data", self.out / "data" / split, self.trainer.is_main,
-                           self.trainer.accelerator.wait_for_everyone)
+    def _prepared(self, src: DataSource, folder: str | None, split: str, limit: int | None):
+        """The samples (at the recipe's resolution) of ``folder`` (any layout open_pose_dataset reads), else of the
+        data source ``src`` (a mannequin world is rendered into OUT/data/<split>)."""
+        if folder is not None:
+            from humantune.data.loaders import open_pose_dataset
+
+            try:
+                data = open_pose_dataset(folder)
+            except DataError as e:
+                raise DataError(f"{split}_dir: {e}") from None
+        else:
+            data = open_source(src, f"{split}_data", self.out / "data" / split, self.trainer.is_main,
+                               self.trainer.accelerator.wait_for_everyone)
         n = len(data) if limit is None else min(limit, len(data))
         if n == 0:
             raise DataError(f"{split}_data has no samples")
@@ -381,7 +404,9 @@ class HgDpoRecipe:
         return self.out / "report.html"
 
     def labels(self) -> list[str]:
-        return (["base"] if self.cfg.eval.include_base else []) + [s.name for s in self.cfg.stages]
+        stages = [s.name for s in self.cfg.stages]
+        return (["base"] if self.cfg.eval.include_base else []) + (stages[-1:] if self.cfg.eval_stages == "last"
+                                                                   else stages)
 
     def _evaluate_all(self) -> tuple[dict, dict]:
         cfg, samples = self.cfg, self.heldout
@@ -393,7 +418,7 @@ class HgDpoRecipe:
             targets=[{"keypoints": s.keypoints, "bboxes": s.bboxes} for s in samples])
         reference = self.out / "eval" / "reference"
         if self.trainer.is_main:
-            write_reference(heldout, reference, {"heldout": config_to_dict(cfg.heldout_data),
+            write_reference(heldout, reference, {"heldout": cfg.heldout_dir or config_to_dict(cfg.heldout_data),
                                                  "resolution": self.resolution, "samples": len(samples)})
         self.trainer.accelerator.wait_for_everyone()
         models, fingerprints = {}, {}
@@ -414,7 +439,8 @@ class HgDpoRecipe:
                                    "base_model": cfg.base_model, "generation": self.generation,
                                    "eval": {k: v for k, v in config_to_dict(cfg.eval).items()
                                             if k not in ("include_base", "report_samples")},
-                                   "heldout": config_to_dict(cfg.heldout_data), "seed": cfg.generation.seed}
+                                   "heldout": cfg.heldout_dir or config_to_dict(cfg.heldout_data),
+                                   "seed": cfg.generation.seed}
         from humantune.eval.pose_estimators import load_pose_estimator
 
         with load_pose_estimator("mediapipe") as estimator:
@@ -439,7 +465,7 @@ class HgDpoRecipe:
         report.paragraph(
             f"Base {cfg.base_model} ({self.family.pipeline}) with LoRA (denoiser rank {cfg.lora.denoiser.rank}"
             + (f", text encoder rank {cfg.lora.text_encoder.rank}" if cfg.lora.text_encoder else ", text encoder "
-               "frozen") + f"); curriculum {cfg.curriculum}; real images: {cfg.real_data.describe()}; pool: "
+               "frozen") + f"); curriculum {cfg.curriculum}; real images: {cfg.real_dir or cfg.real_data.describe()}; pool: "
             f"{cfg.pool.images_per_prompt} images per prompt for {len(self.real)} prompts, reward "
             f"{cfg.pool.reward.name}. Diffusion-DPO loss and statistics-matching loss as shared/papers.md §2.")
         report.heading("Stages")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from humantune.config import load_config
 from humantune.data.preference_pairs import read_pairs
+from humantune.errors import ConfigError
 from humantune.losses.objectives import DDPMObjective, FlowMatchingConfig, RectifiedFlowObjective
 from humantune.losses.statistics_matching import statistics_matching_loss
 from humantune.recipes import hg_dpo_pool as pool_lib
@@ -269,3 +270,18 @@ def test_a_run_interrupted_after_a_stage_skips_it_and_continues(bases, tmp_path,
     assert resumed.keys() == straight.keys()
     for k in straight:                                                 # the same weights as the uninterrupted run
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
+
+
+def test_real_photos_from_an_image_folder_with_captions(bases, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    captions = ["a man in a red shirt and blue jeans standing on the grass", "a woman in a blue dress waving on the beach"]
+    for i, caption in enumerate(captions):
+        Image.new("RGB", (48, 40), (40 * i, 90, 200)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(caption)
+    recipe = HgDpoRecipe(_config(bases["sd"], STAGES[:1], real_dir=str(folder)), tmp_path / "run")
+    recipe.setup()
+    assert [s.caption for s in recipe.real] == captions
+    assert recipe.real[1].image.shape == (32, 32, 3) and recipe.real[1].image[0, 0].tolist() == [40, 90, 200]
+    with pytest.raises(ConfigError, match="heldout_dir must differ"):
+        _config(bases["sd"], STAGES[:1], real_dir=str(folder), heldout_dir=str(folder))
