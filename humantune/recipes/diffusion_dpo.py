@@ -41,19 +41,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 
 from humantune.config import config_to_dict, option
 from humantune.data.preference_pairs import (
     PreferencePair, iter_pairs, normalise_pair, source_fingerprint, write_pairs_folder,
 )
+from humantune.errors import ConfigError
 from humantune.io import json_safe, write_json_atomic, write_text_atomic
 from humantune.losses.objectives import FlowMatchingConfig
 from humantune.models import lora
 from humantune.models.families import family_of
-from humantune.recipes.dpo_training import DpoConfig, encode_pairs, objective_for, train_dpo_stage
+from humantune.recipes.dpo_training import DpoConfig, PairLatents, encode_pairs, objective_for, train_dpo_stage
 from humantune.report.grid import image_grid
-from humantune.train.engine import Trainer, TrainConfig, read_metrics
+from humantune.train.engine import Trainer, TrainConfig, read_metrics, read_validation
 from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
 
 DEFAULT_PROMPTS = [
@@ -84,6 +86,8 @@ class DiffusionDpoConfig:
                                      "label_0, caption), a folder with pairs.jsonl, or 'mannequin' (offline pairs)")
     mannequin: MannequinPairsConfig = option(MannequinPairsConfig(), "the offline pairs of pairs: mannequin")
     max_pairs: int | None = option(None, "use at most this many pairs (the first ones, after dropped ties)")
+    validation_pairs: int = option(0, "pairs held out of training (evenly spaced through the set) whose implicit "
+                                      "accuracy and reward margin every validation logs at fixed noise")
     lora: lora.PipelineLoraConfig | None = option(
         lora.PipelineLoraConfig(denoiser=lora.LoraConfig(rank=8)),
         "LoRA adapters (the denoiser's, optionally the text encoders' with their own learning_rate); null: full "
@@ -106,6 +110,8 @@ class DiffusionDpoConfig:
         if self.lora is None and self.dpo.reference != "initial":
             raise ValueError("lora: null (full fine-tuning) needs dpo.reference: initial (a frozen copy of the "
                              "denoiser); 'adapters' is the LoRA-free base")
+        if self.validation_pairs < 0:
+            raise ValueError(f"validation_pairs must be at least 0, got {self.validation_pairs}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"max_pairs must be at least 1, got {self.max_pairs}")
         if self.mannequin.pairs_per_prompt < 1:
@@ -160,6 +166,7 @@ class DiffusionDpoRecipe:
             self.latents = encode_pairs(pipe, pairs, self.resolution, cache, key, progress=self.trainer.is_main,
                                         write=self.trainer.is_main,
                                         what=f"pairs '{cfg.pairs}' (dpo.ties: {cfg.dpo.ties})")
+        self.latents, self.heldout = split_heldout(self.latents, cfg.validation_pairs, cfg.pairs)
         self.captions = self.latents.captions
         self.base_images = self._generate()   # before training: adapters are zero, the base model draws
         torch.manual_seed(cfg.train.seed)      # the adapters' initial A matrices
@@ -244,7 +251,7 @@ class DiffusionDpoRecipe:
         return train_dpo_stage(
             self.trainer, self.pipe, self.latents, cfg.dpo, cfg.train, self.out / "dpo", lora_groups=self.lora_groups,
             objective=objective, max_sequence_length=self.max_sequence_length, validate=self.validation_grid,
-            resume=self.resume, desc=f"diffusion-dpo ({self.family.name})")
+            heldout=self.heldout, resume=self.resume, desc=f"diffusion-dpo ({self.family.name})")
 
     # -- save
 
@@ -256,7 +263,7 @@ class DiffusionDpoRecipe:
         report = self.out / "report.html"
         if not self.trainer.is_main:
             return report
-        rows = read_metrics(self.out / "dpo")
+        rows, validation = read_metrics(self.out / "dpo"), read_validation(self.out / "dpo")
         tail = rows[-max(1, len(rows) // 10):]
         info = {
             "recipe": "diffusion-dpo", "model": str(cfg.model), "family": self.family.name,
@@ -264,7 +271,8 @@ class DiffusionDpoRecipe:
             "num_pairs": len(self.latents), "lora": None if cfg.lora is None else config_to_dict(cfg.lora),
             "dpo": config_to_dict(cfg.dpo), "steps": cfg.train.max_steps, "summary": result.summary,
             "final": {k: sum(r.get(k, float("nan")) for r in tail) / len(tail) for k in CURVE_KEYS} if tail else {},
-            "seconds": seconds,
+            "heldout": {k: v for k, v in validation[-1].items() if k.startswith("heldout_")} if validation else {},
+            "num_heldout_pairs": 0 if self.heldout is None else len(self.heldout), "seconds": seconds,
         }
         if cfg.lora is not None:
             from humantune.io import atomic_path
@@ -275,9 +283,9 @@ class DiffusionDpoRecipe:
                 write_json_atomic(tmp / "humantune_lora.json", json_safe(info))
                 write_text_atomic(tmp / "README.md", dpo_lora_card(info))
         write_json_atomic(self.out / "results.json", json_safe(info))
-        return self._report(info, rows)
+        return self._report(info, rows, validation)
 
-    def _report(self, info: dict, rows: list[dict]) -> Path:
+    def _report(self, info: dict, rows: list[dict], validation: list[dict]) -> Path:
         from humantune.report.curves import StageCurves, stage_curves_figure
         from humantune.report.html import HtmlReport
 
@@ -288,6 +296,9 @@ class DiffusionDpoRecipe:
                          f"{self.cfg.dpo.reference}.")
         report.heading("Last 10 % of steps (mean)")
         report.table([{k: v for k, v in info["final"].items()}])
+        if info["heldout"]:
+            report.heading(f"Held-out pairs ({info['num_heldout_pairs']}, fixed noise), last validation")
+            report.table([info["heldout"]])
         report.heading("Validation: base (top) vs tuned (bottom), same seeds")
         prompts = self.validation_prompts()
         items = [(im, f"base: {p}") for im, p in zip(self.base_images, prompts)]
@@ -297,15 +308,29 @@ class DiffusionDpoRecipe:
         report.heading("Training curves")
         report.figure(stage_curves_figure([
             StageCurves("loss", "DPO loss", rows, [("dpo_loss", "-", "loss")]),
-            StageCurves("accuracy", "implicit accuracy", rows, [("implicit_accuracy", "-", "implicit accuracy")]),
+            StageCurves("accuracy", "implicit accuracy", rows, [("implicit_accuracy", "-", "implicit accuracy")],
+                        validation),
             StageCurves("margin", "reward margin", rows, [("reward_margin", "-", "β_eff·z")]),
             StageCurves("errors", "mean errors", rows, [("model_err_w", "-", "model w"), ("model_err_l", "-", "model l"),
                                                         ("ref_err_w", "--", "ref w"), ("ref_err_l", "--", "ref l")]),
-        ], "implicit_accuracy", "validation"))
+        ], "heldout_implicit_accuracy", "held-out implicit accuracy"))
         if self.cfg.lora is not None:
             report.heading("Load the result")
             report.code(f"pipe.load_lora_weights({str(self.out / 'lora')!r})")
         return report.save(self.out / "report.html")
+
+
+def split_heldout(latents: PairLatents, n: int, source: str) -> tuple[PairLatents, PairLatents | None]:
+    """(training pairs, ``n`` held-out pairs evenly spaced through the set, or None for n = 0); ConfigError when
+    fewer than one training pair would be left."""
+    if n == 0:
+        return latents, None
+    if n >= len(latents):
+        raise ConfigError(f"validation_pairs {n}: pairs '{source}' has only {len(latents)} pairs; at least one "
+                          "must be left to train on")
+    held = sorted({int(round(i)) for i in np.linspace(0, len(latents) - 1, n)})
+    rest = [i for i in range(len(latents)) if i not in set(held)]
+    return latents.subset(rest), latents.subset(held)
 
 
 CURVE_KEYS = ("dpo_loss", "implicit_accuracy", "reward_margin", "model_err_w", "model_err_l", "ref_err_w",

@@ -91,6 +91,12 @@ class PairLatents:
     def __len__(self) -> int:
         return len(self.captions)
 
+    def subset(self, indices: Sequence[int]) -> PairLatents:
+        """The pairs at ``indices``, in that order."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return PairLatents(self.winners[idx], self.losers[idx], [self.captions[i] for i in idx.tolist()],
+                           self.labels[idx])
+
 
 @dataclass
 class DpoStepOutputs:
@@ -222,6 +228,8 @@ class DpoTask:
         self.pipe, self.family, self.lora_groups, self.dpo = pipe, family, lora_groups, dpo
         self.objective, self.latents, self.text, self.learning_rate = objective, latents, text, learning_rate
         self.extra_loss, self._validate = extra_loss, validate
+        self.heldout: PairLatents | None = None   # pairs scored by validate() (train_dpo_stage's heldout)
+        self.heldout_seed = 0
         self.latent_scale = pipe.vae.config.scaling_factor
         self.latent_shift = (pipe.vae.config.shift_factor or 0.0) if family.name == "sd3" else 0.0
         components = pipe.components
@@ -269,7 +277,32 @@ class DpoTask:
         return torch.tensor(items)
 
     def validate(self, step, out_dir):
-        return self._validate(step, out_dir) if self._validate is not None else {}
+        scalars = self.pair_terms(self.heldout, self.heldout_seed) if self.heldout is not None else {}
+        return {**scalars, **(self._validate(step, out_dir) if self._validate is not None else {})}
+
+    def pair_terms(self, latents: PairLatents, seed: int = 0, repeats: int = 4, batch_size: int = 8,
+                   prefix: str = "heldout_") -> dict[str, float]:
+        """The DPO terms (implicit accuracy, reward margin, loss, errors) of ``latents`` — e.g. pairs held out of
+        training — under the current weights, without gradients: every pair at ``repeats`` noise draws that depend
+        only on ``seed``, so values at different steps (or stages) compare the same draws. Means over the draws,
+        keys prefixed with ``prefix``."""
+        held = copy.copy(self)
+        held.latents, held.extra_loss = latents, None
+        device = next(self.denoiser.parameters()).device
+        if getattr(self, "_heldout_text", (None, None))[0] is not latents:
+            self._heldout_text = (latents, PromptConditioning(self.pipe, self.family, latents.captions,
+                                                              self.text.trained, self.text.max_sequence_length,
+                                                              device))
+        held.text = self._heldout_text[1]
+        items = torch.arange(len(latents)).repeat(repeats)
+        sums: dict[str, float] = {}
+        with torch.no_grad():
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                _, logs = held.loss(chunk.to(device), BatchRandom(seed, range(start, start + len(chunk))))
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(chunk)
+        return {prefix + k: v / len(items) for k, v in sums.items()}
 
     # -- the step
 
@@ -373,7 +406,8 @@ def train_dpo_stage(trainer: Trainer, pipe, pairs: Sequence[PreferencePair] | Pa
                     lora_groups: dict[str, lora.LoraConfig] | None, objective: Objective | None = None,
                     resolution: int | None = None, max_sequence_length: int = 0,
                     extra_loss: ExtraLoss | None = None, validate: Callable[[int, Path], dict] | None = None,
-                    resume: bool = True, desc: str = "diffusion-dpo") -> DpoStageResult:
+                    heldout: PairLatents | None = None, resume: bool = True,
+                    desc: str = "diffusion-dpo") -> DpoStageResult:
     """Train one Diffusion-DPO stage on ``trainer`` in ``stage_dir`` and save its weights.
 
     ``pipe``: the pipeline, with adapters already added to the components named by ``lora_groups`` (and set to
@@ -382,7 +416,8 @@ def train_dpo_stage(trainer: Trainer, pipe, pairs: Sequence[PreferencePair] | Pa
     (encoded at ``resolution``, cached in ``STAGE_DIR/pair_latents.safetensors``) or :class:`PairLatents`.
     ``objective``: None = :func:`objective_for` the family's default. ``max_sequence_length``: SD3's T5 slots.
     ``extra_loss``: added to the DPO loss every step (:data:`ExtraLoss`). ``validate(step, out_dir)``: run by the
-    engine at ``train.validate_every`` and at the end.
+    engine at ``train.validate_every`` and at the end. ``heldout``: pairs left out of training whose DPO terms
+    (:meth:`DpoTask.pair_terms`, fixed noise from ``train.seed``) every validation logs as ``heldout_*``.
 
     Saves ``STAGE_DIR/lora/pytorch_lora_weights.safetensors`` (LoRA) or ``STAGE_DIR/<denoiser>/`` (full
     fine-tuning, ``save_pretrained``). Running it again after a kill resumes from the stage's last checkpoint.
@@ -404,6 +439,7 @@ def train_dpo_stage(trainer: Trainer, pipe, pairs: Sequence[PreferencePair] | Pa
     trains_text = lora_groups is not None and any(k in lora_groups for k in family.text_encoders)
     text = PromptConditioning(pipe, family, pairs.captions, trains_text, max_sequence_length, trainer.device)
     task = DpoTask(pipe, family, lora_groups, dpo, objective, pairs, text, train.learning_rate, extra_loss, validate)
+    task.heldout, task.heldout_seed = heldout, train.seed
     summary = trainer.fit(task, train, stage_dir, resume=resume, desc=desc)
     if lora_groups is not None:
         weights = stage_dir / "lora" / lora.LORA_WEIGHTS_NAME

@@ -18,9 +18,9 @@ from humantune.data.preference_pairs import PreferencePair, read_pairs, write_pa
 from humantune.errors import ConfigError, HumantuneError
 from humantune.models import lora
 from humantune.models.encoding import PromptConditioning
-from humantune.recipes.diffusion_dpo import DiffusionDpoConfig, DiffusionDpoRecipe, train_diffusion_dpo
+from humantune.recipes.diffusion_dpo import DiffusionDpoConfig, DiffusionDpoRecipe, split_heldout, train_diffusion_dpo
 from humantune.recipes.dpo_training import DpoTask, load_adapter_weights, objective_for, stack_noised
-from humantune.train.engine import read_metrics
+from humantune.train.engine import read_metrics, read_validation
 from humantune.train.sampling import BatchRandom
 from tests.tiny_pipelines import TRANSFORMER, save_pipeline
 
@@ -84,7 +84,7 @@ def _noised(task: DpoTask, samples: torch.Tensor, seed=0):
 @pytest.mark.parametrize("family", ["sd", "sd3"])
 def test_run_logs_the_terms_and_saves_a_lora_stock_diffusers_loads(bases, pairs_dir, tmp_path, family):
     # sd: offline mannequin pairs; sd3: a pairs folder and a text-encoder LoRA
-    over = {"lora.text_encoder": {"rank": 4}} if family == "sd3" else {}
+    over = {"lora.text_encoder": {"rank": 4}} if family == "sd3" else {"validation_pairs": 1}
     cfg = _config(bases[family], "mannequin" if family == "sd" else pairs_dir, **over)
     recipe = DiffusionDpoRecipe(cfg, tmp_path / "run")
     report = recipe.run()
@@ -100,6 +100,12 @@ def test_run_logs_the_terms_and_saves_a_lora_stock_diffusers_loads(bases, pairs_
     if family == "sd":
         pairs = read_pairs(out / "data" / "pairs")
         assert [p.caption for p in pairs] == PROMPTS[:1] * 2 and all(p.label == 1.0 for p in pairs)
+        assert len(recipe.latents) == 1 and len(recipe.heldout) == 1          # one pair held out
+        validation = read_validation(out / "dpo")
+        assert [r["step"] for r in validation] == [3]
+        assert 0.0 <= validation[0]["heldout_implicit_accuracy"] <= 1.0
+        assert json.loads((out / "results.json").read_text())["heldout"]["heldout_reward_margin"] == \
+            pytest.approx(validation[0]["heldout_reward_margin"])
 
     lora_dir = out / "lora"
     assert "load_lora_weights" in (lora_dir / "README.md").read_text()
@@ -323,3 +329,21 @@ def test_encoded_pairs_are_cached_with_captions_and_labels(bases, pairs_dir, tmp
     assert torch.equal(again.winners, first.winners) and again.captions == first.captions
     with pytest.raises(pytest.fail.Exception, match="re-encoded"):   # another fingerprint: encoded again
         dpo_training.encode_pairs(pipe, iter(pairs), 32, cache, key="k2")
+
+
+def test_heldout_pairs_are_scored_at_fixed_noise(bases, pairs_dir, tmp_path):
+    recipe = DiffusionDpoRecipe(_config(bases["sd"], pairs_dir), tmp_path / "run")
+    recipe.setup()
+    train, held = split_heldout(recipe.latents, 2, "p")
+    assert held.captions == [recipe.latents.captions[0], recipe.latents.captions[3]] and len(train) == 2
+    assert torch.equal(held.winners[1], recipe.latents.winners[3])
+    task = _task(recipe)
+    start = task.pair_terms(held, seed=0)
+    assert start["heldout_implicit_accuracy"] == 0.5 and start["heldout_reward_margin"] == 0.0   # B = 0
+    _perturb_adapters(recipe.pipe)
+    moved = task.pair_terms(held, seed=0)
+    assert moved == task.pair_terms(held, seed=0)                     # the same draws every time
+    assert moved["heldout_model_err_w"] != moved["heldout_ref_err_w"]
+    assert moved["heldout_ref_err_w"] == pytest.approx(start["heldout_ref_err_w"], rel=1e-6)
+    with pytest.raises(ConfigError, match="validation_pairs 4: pairs 'p' has only 4 pairs"):
+        split_heldout(recipe.latents, 4, "p")
