@@ -11,8 +11,8 @@ Conditioning, with nothing outside the stock class:
   the channel axis — ``in_channels = latent_channels + 3``, ``out_channels = latent_channels`` (the paper's
   1-layer PixArt ControlNet replaced by an additive input, as WanAnimate does natively);
 - **reference image** (the "Siamese ReferenceNet" in miniature): the reference's VAE latent, cut into p × p patches
-  (:func:`reference_tokens`), becomes the sequence the spatial blocks cross-attend to, through Latte's stock
-  ``caption_projection`` (``caption_channels = p²·latent_channels``).
+  with a fixed 2-D position embedding added (:func:`reference_condition`), becomes the sequence the spatial blocks
+  cross-attend to, through Latte's stock ``caption_projection`` (``caption_channels = p²·latent_channels``).
 
 Classifier-free guidance drops both conditions (zero reference tokens, all-black pose) and combines
 ε = ε_u + s·(ε_c − ε_u) (:func:`guided_noise`). Image phases (1: subject-driven, 2: pose-guided) run the denoiser
@@ -107,6 +107,39 @@ def build_denoiser(cfg: DenoiserConfig, latent_channels: int, latent_size: int):
         caption_channels=cfg.reference_patch_size ** 2 * latent_channels, video_length=cfg.frames)
 
 
+def adapt_latte(source, reference_patch: int, frames: int | None = None, latent_channels: int | None = None):
+    """A pose-video denoiser from a pretrained LatteTransformer3DModel (e.g. Latte-1's text-to-video transformer):
+    the same blocks and weights, with
+
+    - the pose channels appended to the patch embedding's input, their weights zero (so the adapted model starts as
+      the source on its latents);
+    - the output cut to the ε half when the source predicts a learned variance too (out = 2 × latent channels);
+    - the caption projection's first layer re-drawn for reference tokens of width p²·C unless the widths match;
+    - ``frames`` as its clip length (the temporal position embedding is a fixed sin-cos table of that length)."""
+    sc = source.config
+    channels = latent_channels or sc.in_channels
+    cfg = dict(sc)
+    cfg.update(in_channels=channels + POSE_CHANNELS, out_channels=channels,
+               caption_channels=reference_patch ** 2 * channels, video_length=frames or sc.video_length)
+    target = type(source).from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
+    state, new = source.state_dict(), target.state_dict()
+    p, inner = sc.patch_size, source.proj_out.in_features
+    out_old = source.proj_out.out_features // (p * p)
+    for name, value in new.items():
+        old = state.get(name)
+        if name == "pos_embed.proj.weight":
+            value.zero_()
+            value[:, :old.shape[1]] = old[:, :channels]
+        elif name == "proj_out.weight":
+            value.copy_(old.reshape(p * p, out_old, inner)[:, :channels].reshape(-1, inner))
+        elif name == "proj_out.bias":
+            value.copy_(old.reshape(p * p, out_old)[:, :channels].reshape(-1))
+        elif old is not None and old.shape == value.shape:
+            value.copy_(old)
+    target.load_state_dict(new)
+    return target
+
+
 def denoiser_blocks(model) -> dict[str, list[str]]:
     """The residual blocks of a LatteTransformer3DModel by kind, as module names in forward order:
     ``{'spatial': ['transformer_blocks.0', …], 'temporal': ['temporal_transformer_blocks.0', …]}``. Block k of each
@@ -133,6 +166,21 @@ def reference_tokens(latents: torch.Tensor, patch: int) -> torch.Tensor:
         raise ValueError(f"latent size {h}×{w} is not a multiple of the patch size {patch}")
     x = latents.reshape(b, c, h // patch, patch, w // patch, patch)
     return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // patch) * (w // patch), c * patch * patch)
+
+
+def reference_condition(latents: torch.Tensor, patch: int) -> torch.Tensor:
+    """The reference tokens the denoiser cross-attends to: :func:`reference_tokens` plus a fixed 2-D sin-cos
+    position embedding of each patch's grid cell (MAE / DiT's ``get_2d_sincos_pos_embed``, width C·p²), so that
+    attention can find *where* in the reference a patch lies, not only what it shows."""
+    from diffusers.models.embeddings import get_2d_sincos_pos_embed
+
+    tokens = reference_tokens(latents, patch)
+    grid = (latents.shape[-2] // patch, latents.shape[-1] // patch)
+    if tokens.shape[-1] % 4:
+        raise ValueError(f"reference token width {tokens.shape[-1]} (C·p²) must be a multiple of 4 for the "
+                         "2-D sin-cos position embedding")
+    pos = get_2d_sincos_pos_embed(tokens.shape[-1], grid, base_size=grid[0], output_type="pt")
+    return tokens + pos.to(tokens.dtype).to(tokens.device)
 
 
 def pose_maps(conditions: torch.Tensor, latent_size: int) -> torch.Tensor:
@@ -213,7 +261,7 @@ class PoseVideoPipeline(DiffusionPipeline):
         vae = self.vae
         x = (images.float() / 127.5 - 1.0).to(vae.device, vae.dtype)
         z = (vae.encode(x).latent_dist.mean - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
-        return reference_tokens(z.float(), self.settings.reference_patch_size)
+        return reference_condition(z.float(), self.settings.reference_patch_size)
 
     @torch.no_grad()
     def __call__(self, reference_image, pose_frames: Sequence, num_inference_steps: int | None = None,

@@ -52,8 +52,8 @@ from humantune.io import atomic_path
 from humantune.losses.objectives import DDPMObjective, Objective, sample_latents
 from humantune.models.encoding import encode_latent_stats
 from humantune.models.pose_video import (
-    POSE_CHANNELS, SETTINGS_NAME, ConditioningSettings, DenoiserConfig, PoseVideoPipeline, build_denoiser, denoise,
-    denoiser_blocks, pose_maps, reference_tokens, zero_init_temporal,
+    POSE_CHANNELS, SETTINGS_NAME, ConditioningSettings, DenoiserConfig, PoseVideoPipeline, adapt_latte,
+    build_denoiser, denoise, denoiser_blocks, pose_maps, reference_condition, zero_init_temporal,
 )
 from humantune.train import stages as staging
 from humantune.train.engine import Trainer, TrainConfig
@@ -136,7 +136,12 @@ class PoseVideoConfig:
 
     base_model: str | None = option(None, "start the first stage from this PoseVideoPipeline folder (null: a new "
                                           "denoiser of the `denoiser` size)")
-    vae: str = option("tiny-sd", "the VAE of a new model: a shipped base name, a pipeline folder or a VAE folder")
+    pretrained_transformer: str | None = option(
+        None, "start a new model from this LatteTransformer3DModel (hub id or folder, e.g. Latte-1's), adapted: pose "
+              "channels zero-initialised, ε half of a learned-sigma output, reference tokens through its caption "
+              "projection; denoiser.frames and reference_patch_size apply, its other sizes are the source's")
+    vae: str = option("tiny-sd", "the VAE of a new model: a shipped base name, a pipeline folder or hub id (its "
+                                 "'vae'), or a VAE folder")
     denoiser: DenoiserConfig = option(DenoiserConfig(), "size of a new denoiser")
     train_data: VideoSource = option(VideoSource(), "training clips")
     heldout_data: VideoSource = option(VideoSource(world=MannequinVideoConfig(n=8, frames=9, size=64, seed=1)),
@@ -232,8 +237,8 @@ class VideoClips:
         self.poses = pose_maps(conditions.reshape(k * f, *conditions.shape[2:]), latent_size).reshape(
             k, f, POSE_CHANNELS, latent_size, latent_size)
         shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
-        self.references = reference_tokens((stats[:, 0] - shift) * scale, reference_patch).reshape(k, f, -1,
-                                                                                                    stats.shape[2] * reference_patch ** 2)
+        tokens = reference_condition((stats[:, 0] - shift) * scale, reference_patch)
+        self.references = tokens.reshape(k, f, *tokens.shape[1:])
         self.shift, self.scale = shift, scale
 
     @property
@@ -267,12 +272,21 @@ def load_vae(name: str):
         source = resolve_model(name)
     except HumantuneError:
         source = name
+    return _load_component(AutoencoderKL, str(source), "vae", "vae").requires_grad_(False).eval()
+
+
+def _load_component(cls, source: str, subfolder: str, what: str):
+    """``cls`` from ``source/subfolder`` (a pipeline folder or hub id) or from ``source`` itself; ConfigError
+    naming the option otherwise."""
     try:
-        sub = Path(source) / "vae"
-        vae = AutoencoderKL.from_pretrained(str(sub)) if sub.is_dir() else AutoencoderKL.from_pretrained(source)
+        return cls.from_pretrained(source, subfolder=subfolder)
+    except (OSError, ValueError):
+        pass
+    try:
+        return cls.from_pretrained(source)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"vae '{name}': cannot load an AutoencoderKL ({str(e).splitlines()[0][:160]})") from None
-    return vae.requires_grad_(False).eval()
+        raise ConfigError(f"{what} '{source}': cannot load a {cls.__name__} ({str(e).splitlines()[0][:160]})") \
+            from None
 
 
 def _open_source(src: VideoSource, folder: Path, is_main: bool, wait: Callable[[], None]) -> Path:
@@ -392,16 +406,18 @@ def phase_task(phase: Phase, model, data: VideoClips, objective: Objective, fram
 
 
 def initial_denoiser(cfg: PoseVideoConfig, latent_channels: int, latent_size: int, seed: int = 0):
-    """The first stage's denoiser: ``base_model``'s transformer, else a new one (drawn with ``seed``)."""
-    if cfg.base_model is not None:
-        from diffusers import LatteTransformer3DModel
+    """The first stage's denoiser: ``base_model``'s transformer, else ``pretrained_transformer`` adapted
+    (:func:`~humantune.models.pose_video.adapt_latte`), else a new one of ``cfg.denoiser``'s size (drawn with
+    ``seed``)."""
+    from diffusers import LatteTransformer3DModel
 
-        try:
-            return LatteTransformer3DModel.from_pretrained(Path(cfg.base_model) / "transformer")
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"base_model '{cfg.base_model}': cannot load its transformer "
-                              f"({str(e).splitlines()[0][:160]})") from None
+    if cfg.base_model is not None:
+        return _load_component(LatteTransformer3DModel, cfg.base_model, "transformer", "base_model")
     torch.manual_seed(seed)
+    if cfg.pretrained_transformer is not None:
+        source = _load_component(LatteTransformer3DModel, cfg.pretrained_transformer, "transformer",
+                                 "pretrained_transformer")
+        return adapt_latte(source, cfg.denoiser.reference_patch_size, cfg.denoiser.frames, latent_channels)
     return build_denoiser(cfg.denoiser, latent_channels, latent_size)
 
 
@@ -464,16 +480,18 @@ class PoseVideoRecipe:
         return runner.run(self.cfg.stages, self._train_stage)
 
     def _stage_model(self, stage: StageConfig, source: str | None):
-        """The stage's starting denoiser (previous stage's, or the initial one) and whether its temporal blocks were
-        trained; a video stage starting from an image model zero-initialises the temporal blocks."""
+        """The stage's starting denoiser (the previous stage's, or the initial one) and whether its pipeline runs
+        the temporal blocks. A video stage whose temporal blocks were never trained (not by an earlier stage, not
+        in ``base_model``, not in ``pretrained_transformer``) zero-initialises them."""
+        cfg = self.cfg
         if source is not None:
             pipe = PoseVideoPipeline.from_pretrained(self.out / source / "pipeline")
             model, temporal = pipe.transformer, pipe.settings.temporal
         else:
-            model = initial_denoiser(self.cfg, self.vae.config.latent_channels, self.latent_size, stage.train.seed)
-            temporal = self.cfg.base_model is not None and PoseVideoPipeline.from_pretrained(
-                self.cfg.base_model).settings.temporal
-        if stage.phase == "video" and not temporal:
+            model = initial_denoiser(cfg, self.vae.config.latent_channels, self.latent_size, stage.train.seed)
+            temporal = cfg.base_model is not None and PoseVideoPipeline.from_pretrained(cfg.base_model).settings.temporal
+        pretrained = cfg.pretrained_transformer is not None and cfg.base_model is None
+        if stage.phase == "video" and not temporal and not pretrained:
             zero_init_temporal(model)
         return model, temporal or stage.phase == "video"
 
@@ -486,7 +504,7 @@ class PoseVideoRecipe:
         summary = self.trainer.fit(task, train_cfg, self.out / stage.name, resume=self.resume,
                                    desc=f"pose-video {stage.name}")
         summary.update(stage=stage.name, phase=stage.phase, samples=len(task.items), steps=train_cfg.max_steps,
-                       frames=task.length, init_from=source or self.cfg.base_model or "new denoiser",
+                       frames=task.length, init_from=source or self.cfg.base_model or self.cfg.pretrained_transformer or "new denoiser",
                        trained_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
                        parameters=sum(p.numel() for p in model.parameters()))
         if self.trainer.is_main:

@@ -127,3 +127,33 @@ def test_pipeline_errors(tmp_path):
         pv.PoseVideoPipeline.from_pretrained(tmp_path)
     with pytest.raises(HumantuneError, match="at least one"):
         _pipeline(False)(np.zeros((16, 16, 3), np.uint8), [])
+
+
+def test_adapt_pretrained_latte_starts_as_the_source():
+    """A learned-sigma Latte (out = 2 × latent channels, caption width 16 = 2²·4) adapted: on all-zero pose channels
+    its output is the source's ε half, and the clip length follows ``frames``."""
+    torch.manual_seed(1)
+    source = LatteTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                     num_layers=1, cross_attention_dim=16, sample_size=LATENT, patch_size=2,
+                                     norm_type="ada_norm_single", caption_channels=16, video_length=3,
+                                     activation_fn="gelu-approximate", norm_elementwise_affine=False,
+                                     norm_eps=1e-6).eval()
+    with torch.no_grad():
+        source.proj_out.weight.normal_(0, 0.2)
+    adapted = pv.adapt_latte(source, reference_patch=2, frames=3).eval()
+    assert adapted.config.in_channels == 7 and adapted.config.out_channels == 4
+    noisy, t, pose, ref = _inputs(t=3)
+    with torch.no_grad():
+        expected = source(noisy, timestep=t, encoder_hidden_states=ref, return_dict=False)[0][:, :4]
+        got = pv.denoise(adapted, noisy, t, torch.zeros_like(pose), ref, True)
+        posed = pv.denoise(adapted, noisy, t, pose, ref, True)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.equal(posed, got)          # zero-initialised pose weights: the pose has no effect yet
+
+
+def test_reference_condition_tells_positions_apart():
+    latents = torch.ones(1, 4, 4, 4)                     # every patch shows the same thing
+    plain, placed = pv.reference_tokens(latents, 2), pv.reference_condition(latents, 2)
+    assert torch.equal(plain[0, 0], plain[0, 3])
+    assert not torch.allclose(placed[0, 0], placed[0, 3])
+    assert torch.allclose(placed - plain, pv.reference_condition(torch.zeros(1, 4, 4, 4), 2))   # additive, fixed

@@ -140,3 +140,19 @@ def test_config_errors(tmp_path):
         _config(tmp_path, eval={"clips": 2, "frames": 5})
     with pytest.raises(Exception, match="phase"):
         _config(tmp_path, stages=[{"name": "a", "phase": "audio"}])
+
+
+def test_initial_denoiser_from_a_pretrained_latte(tmp_path):
+    """pretrained_transformer: a saved learned-sigma Latte (as Latte-1's transformer folder) is adapted, not drawn."""
+    from diffusers import LatteTransformer3DModel
+
+    torch.manual_seed(0)
+    LatteTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
+                            cross_attention_dim=16, sample_size=8, patch_size=2, norm_type="ada_norm_single",
+                            caption_channels=32, video_length=16).save_pretrained(tmp_path / "latte" / "transformer")
+    cfg = _config(tmp_path, pretrained_transformer=str(tmp_path / "latte"))
+    model = pvr.initial_denoiser(cfg, 4, 8)
+    assert (model.config.in_channels, model.config.out_channels, model.config.video_length) == (7, 4, 2)
+    assert model.config.caption_channels == 16 and model.config.num_layers == 1
+    with pytest.raises(Exception, match="pretrained_transformer"):
+        pvr.initial_denoiser(_config(tmp_path, pretrained_transformer=str(tmp_path / "missing")), 4, 8)
