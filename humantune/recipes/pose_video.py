@@ -471,6 +471,12 @@ class PoseVideoRecipe:
             self.vae.to(self.trainer.device)
             self.train_clips, self.heldout = load_clips(cfg, self.out / "data", self.vae, self.latent_size,
                                                         self.trainer.is_main, self.trainer.accelerator.wait_for_everyone)
+            needed = max(cfg.eval.clips, cfg.validation.clips)
+            short = [i for i, c in enumerate(self.heldout[:needed]) if len(c.frames) < cfg.eval.frames + 1]
+            if len(self.heldout) < needed or short:
+                raise DataError(f"heldout_data: validation/eval need {needed} clips of at least eval.frames + 1 = "
+                                f"{cfg.eval.frames + 1} frames (frame 0 is the reference); got {len(self.heldout)} "
+                                f"clips" + (f", clip {short[0]} shorter" if short else ""))
             folder.commit()
 
     # -- train

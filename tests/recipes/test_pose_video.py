@@ -156,3 +156,14 @@ def test_initial_denoiser_from_a_pretrained_latte(tmp_path):
     assert model.config.caption_channels == 16 and model.config.num_layers == 1
     with pytest.raises(Exception, match="pretrained_transformer"):
         pvr.initial_denoiser(_config(tmp_path, pretrained_transformer=str(tmp_path / "missing")), 4, 8)
+
+
+def test_short_heldout_clips_are_refused_before_training(tmp_path):
+    from humantune.data.mannequin.video import MannequinVideoConfig, write_video_world
+    from humantune.errors import DataError
+
+    world = write_video_world(MannequinVideoConfig(n=2, frames=2, size=32, seed=5), tmp_path / "short", progress=False)
+    cfg = _config(tmp_path, heldout_data={"path": str(world)})
+    with pytest.raises(DataError, match="eval.frames"):
+        pvr.train_pose_video(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()               # nothing left behind
