@@ -157,6 +157,14 @@ def iter_pairs_folder(path: str | os.PathLike, ties: TieHandling = "drop", limit
             return
 
 
+def check_pairs_source(path: str | os.PathLike) -> None:
+    """DataError (one line) unless ``path`` is a folder with ``pairs.jsonl``, a parquet file or a folder of them:
+    checked before any model loads; the rows are checked as they are read."""
+    p = Path(path).expanduser()
+    if not (p / PAIRS_FILE).is_file():
+        parquet_files(p)
+
+
 def iter_pairs(path: str | os.PathLike, ties: TieHandling = "drop", limit: int | None = None
                ) -> Iterator[PreferencePair]:
     """Winner-first pairs from a folder with ``pairs.jsonl``, a parquet file, or a folder of parquet shards, one

@@ -46,7 +46,7 @@ import torch
 
 from humantune.config import config_to_dict, option
 from humantune.data.preference_pairs import (
-    PreferencePair, iter_pairs, normalise_pair, source_fingerprint, write_pairs_folder,
+    PreferencePair, check_pairs_source, iter_pairs, normalise_pair, source_fingerprint, write_pairs_folder,
 )
 from humantune.errors import ConfigError
 from humantune.io import json_safe, write_json_atomic, write_text_atomic
@@ -146,6 +146,8 @@ class DiffusionDpoRecipe:
         from humantune.models.generation import generation_settings, load_pipeline, model_info, resolve_model
 
         cfg = self.cfg
+        if cfg.pairs != "mannequin":
+            check_pairs_source(cfg.pairs)   # before the model loads
         self.trainer = Trainer(self.out, cfg.train.mixed_precision)
         self.source = resolve_model(cfg.model)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.train.mixed_precision, torch.float32)
@@ -311,8 +313,9 @@ class DiffusionDpoRecipe:
             StageCurves("accuracy", "implicit accuracy", rows, [("implicit_accuracy", "-", "implicit accuracy")],
                         validation),
             StageCurves("margin", "reward margin", rows, [("reward_margin", "-", "β_eff·z")]),
-            StageCurves("errors", "mean errors", rows, [("model_err_w", "-", "model w"), ("model_err_l", "-", "model l"),
-                                                        ("ref_err_w", "--", "ref w"), ("ref_err_l", "--", "ref l")]),
+            StageCurves("errors", "mean errors", rows, [
+                ("model_err_w", "-", "model w"), ("model_err_l", "-", "model l"), ("ref_err_w", "--", "ref w"),
+                ("ref_err_l", "--", "ref l")]),
         ], "heldout_implicit_accuracy", "held-out implicit accuracy"))
         if self.cfg.lora is not None:
             report.heading("Load the result")
@@ -340,7 +343,8 @@ CURVE_KEYS = ("dpo_loss", "implicit_accuracy", "reward_margin", "model_err_w", "
 def dpo_lora_card(info: dict) -> str:
     """The LoRA folder's README: what it is, how to load it, how it was trained."""
     cls = info["pipeline"]
-    extra = "  # a T5-less tiny base also needs text_encoder_3=None, tokenizer_3=None" if info["family"] == "sd3" else ""
+    extra = ("  # a T5-less tiny base also needs text_encoder_3=None, tokenizer_3=None" if info["family"] == "sd3"
+             else "")
     return (f"# Diffusion-DPO LoRA for {info['model']}\n\n"
             f"Trained by `humantune train diffusion-dpo` ({cls}, {info['resolution']}² images, {info['steps']} steps) "
             f"on {info['num_pairs']} preference pairs from `{info['pairs']}`; β {info['dpo']['beta']:g} in the "

@@ -158,26 +158,26 @@ def encode_pairs(pipe, pairs: Iterable[PreferencePair], resolution: int, cache: 
         key = digest(*(pixels(pairs[i:i + batch_size]) for i in range(0, len(pairs), batch_size)))
 
     def compute() -> dict[str, torch.Tensor]:
-        dtype = vae.dtype   # encoded in float32 (a half-precision VAE gives NaN latents: papers.md §2 pitfalls)
-        if dtype != torch.float32:
-            vae.float()
         winners, losers, captions, labels = [], [], [], []
-        try:
-            for chunk in tqdm(batched(pairs, batch_size), desc="encoding pairs", unit="batch", disable=not progress):
-                w, lo = pixels(chunk)
-                winners.append(encode_latent_stats(vae, w, batch_size))
-                losers.append(encode_latent_stats(vae, lo, batch_size))
-                captions += [p.caption for p in chunk]
-                labels += [float(p.label) for p in chunk]
-        finally:
-            if dtype != torch.float32:
-                vae.to(dtype)
+        for chunk in tqdm(batched(pairs, batch_size), desc="encoding pairs", unit="batch", disable=not progress):
+            w, lo = pixels(chunk)
+            winners.append(encode_latent_stats(vae, w, batch_size))
+            losers.append(encode_latent_stats(vae, lo, batch_size))
+            captions += [p.caption for p in chunk]
+            labels += [float(p.label) for p in chunk]
         if not captions:
             raise HumantuneError(f"{what}: no preference pairs to train on (all dropped as ties, or none at all)")
         return {"winners": torch.cat(winners), "losers": torch.cat(losers), "labels": torch.tensor(labels),
                 "captions": torch.tensor(list(json.dumps(captions).encode()), dtype=torch.uint8)}
 
-    stats = cached_tensors(cache, digest(vae, str(resolution), key or ""), compute, write)
+    dtype = vae.dtype   # encode (and fingerprint) in float32: a half-precision VAE gives NaN latents (papers.md §2)
+    if dtype != torch.float32:
+        vae.float()
+    try:
+        stats = cached_tensors(cache, digest(vae, str(resolution), key or ""), compute, write)
+    finally:
+        if dtype != torch.float32:
+            vae.to(dtype)
     return PairLatents(stats["winners"], stats["losers"], json.loads(bytes(stats["captions"].tolist()).decode()),
                        stats["labels"])
 
@@ -235,7 +235,8 @@ class DpoTask:
         components = pipe.components
         if lora_groups is None:
             self.frozen_ref = copy.deepcopy(components[family.denoiser]).requires_grad_(False).eval()
-            self.trained = {family.denoiser: components[family.denoiser].requires_grad_(True)}
+            # trained weights in float32 (the optimizer's precision); the engine casts the frozen copy
+            self.trained = {family.denoiser: components[family.denoiser].float().requires_grad_(True)}
         else:
             missing = [k for k in lora_groups if not lora.has_lora(components[k])]
             if missing:

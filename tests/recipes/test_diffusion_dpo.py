@@ -347,3 +347,16 @@ def test_heldout_pairs_are_scored_at_fixed_noise(bases, pairs_dir, tmp_path):
     assert moved["heldout_ref_err_w"] == pytest.approx(start["heldout_ref_err_w"], rel=1e-6)
     with pytest.raises(ConfigError, match="validation_pairs 4: pairs 'p' has only 4 pairs"):
         split_heldout(recipe.latents, 4, "p")
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_bf16_with_gradient_checkpointing(bases, pairs_dir, tmp_path, full):
+    over = {"train.mixed_precision": "bf16", "train.gradient_checkpointing": True, "train.max_steps": 2}
+    over.update({"lora": None, "dpo.reference": "initial"} if full else {"lora.text_encoder": {"rank": 4}})
+    recipe = DiffusionDpoRecipe(_config(bases["sd3"], pairs_dir, **over), tmp_path / "run")
+    recipe.run()
+    rows = read_metrics(tmp_path / "run" / "dpo")
+    assert len(rows) == 2 and all(np.isfinite(r[k]) for r in rows for k in TERMS)
+    trained = [p for p in recipe.pipe.transformer.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)      # the optimizer's weights stay float32
+    assert recipe.pipe.vae.dtype == torch.bfloat16                          # frozen weights in bf16
