@@ -230,6 +230,7 @@ class DpoTask:
         self.extra_loss, self._validate = extra_loss, validate
         self.heldout: PairLatents | None = None   # pairs scored by validate() (train_dpo_stage's heldout)
         self.heldout_seed = 0
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext   # the engine's
         self.latent_scale = pipe.vae.config.scaling_factor
         self.latent_shift = (pipe.vae.config.shift_factor or 0.0) if family.name == "sd3" else 0.0
         components = pipe.components
@@ -297,7 +298,7 @@ class DpoTask:
         held.text = self._heldout_text[1]
         items = torch.arange(len(latents)).repeat(repeats)
         sums: dict[str, float] = {}
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
                 _, logs = held.loss(chunk.to(device), BatchRandom(seed, range(start, start + len(chunk))))
@@ -440,7 +441,7 @@ def train_dpo_stage(trainer: Trainer, pipe, pairs: Sequence[PreferencePair] | Pa
     trains_text = lora_groups is not None and any(k in lora_groups for k in family.text_encoders)
     text = PromptConditioning(pipe, family, pairs.captions, trains_text, max_sequence_length, trainer.device)
     task = DpoTask(pipe, family, lora_groups, dpo, objective, pairs, text, train.learning_rate, extra_loss, validate)
-    task.heldout, task.heldout_seed = heldout, train.seed
+    task.heldout, task.heldout_seed, task.autocast = heldout, train.seed, trainer.accelerator.autocast
     summary = trainer.fit(task, train, stage_dir, resume=resume, desc=desc)
     if lora_groups is not None:
         weights = stage_dir / "lora" / lora.LORA_WEIGHTS_NAME

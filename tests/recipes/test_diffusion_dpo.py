@@ -352,7 +352,8 @@ def test_heldout_pairs_are_scored_at_fixed_noise(bases, pairs_dir, tmp_path):
 @pytest.mark.parametrize("full", [False, True])
 def test_bf16_with_gradient_checkpointing(bases, pairs_dir, tmp_path, full):
     over = {"train.mixed_precision": "bf16", "train.gradient_checkpointing": True, "train.max_steps": 2}
-    over.update({"lora": None, "dpo.reference": "initial"} if full else {"lora.text_encoder": {"rank": 4}})
+    over.update({"lora": None, "dpo.reference": "initial"} if full else {"lora.text_encoder": {"rank": 4},
+                                                                        "validation_pairs": 1})
     recipe = DiffusionDpoRecipe(_config(bases["sd3"], pairs_dir, **over), tmp_path / "run")
     recipe.run()
     rows = read_metrics(tmp_path / "run" / "dpo")
@@ -360,3 +361,5 @@ def test_bf16_with_gradient_checkpointing(bases, pairs_dir, tmp_path, full):
     trained = [p for p in recipe.pipe.transformer.parameters() if p.requires_grad]
     assert trained and all(p.dtype == torch.float32 for p in trained)      # the optimizer's weights stay float32
     assert recipe.pipe.vae.dtype == torch.bfloat16                          # frozen weights in bf16
+    if not full:
+        assert np.isfinite(read_validation(tmp_path / "run" / "dpo")[-1]["heldout_dpo_loss"])
