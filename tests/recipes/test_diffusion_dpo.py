@@ -349,8 +349,19 @@ def test_heldout_pairs_are_scored_at_fixed_noise(bases, pairs_dir, tmp_path):
         split_heldout(recipe.latents, 4, "p")
 
 
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one mixed-precision setting per process: start this test's run with its own, and leave
+    none behind for the tests after it."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.mark.parametrize("full", [False, True])
-def test_bf16_with_gradient_checkpointing(bases, pairs_dir, tmp_path, full):
+def test_bf16_with_gradient_checkpointing(bases, pairs_dir, tmp_path, full, fresh_accelerator_state):
     over = {"train.mixed_precision": "bf16", "train.gradient_checkpointing": True, "train.max_steps": 2}
     over.update({"lora": None, "dpo.reference": "initial"} if full else {"lora.text_encoder": {"rank": 4},
                                                                         "validation_pairs": 1})
