@@ -10,9 +10,12 @@ Conditioning, with nothing outside the stock class:
   area-downsampled to the latent grid and scaled to [0, 1] (:func:`pose_maps`), concatenated to the noisy latents on
   the channel axis — ``in_channels = latent_channels + 3``, ``out_channels = latent_channels`` (the paper's
   1-layer PixArt ControlNet replaced by an additive input, as WanAnimate does natively);
-- **reference image** (the "Siamese ReferenceNet" in miniature): the reference's VAE latent, cut into p × p patches
-  with a fixed 2-D position embedding added (:func:`reference_condition`), becomes the sequence the spatial blocks
-  cross-attend to, through Latte's stock ``caption_projection`` (``caption_channels = p²·latent_channels``).
+- **reference image** (the "Siamese ReferenceNet" in miniature, whose point is that reference features reach every
+  block spatially aligned): the reference's VAE latent, cut into p × p patches with a fixed 2-D position embedding
+  added (:func:`reference_condition`), is the sequence the spatial blocks cross-attend to, through Latte's stock
+  ``caption_projection`` (``caption_channels = p²·latent_channels``); and, with ``reference_input`` (default), the
+  same latent is concatenated to every frame's input channels as well (``in_channels = 2·latent_channels + 3``),
+  the spatially aligned path that copies a static background and the person's look.
 
 Classifier-free guidance drops both conditions (zero reference tokens, all-black pose) and combines
 ε = ε_u + s·(ε_c − ε_u) (:func:`guided_noise`). Image phases (1: subject-driven, 2: pose-guided) run the denoiser
@@ -57,6 +60,8 @@ class DenoiserConfig:
     patch_size: int = option(2, "latent patch size of the denoised frames")
     reference_patch_size: int = option(2, "latent patch size of the reference tokens")
     frames: int = option(8, "clip length of the temporal blocks (Latte's video_length; the paper uses 10)")
+    reference_input: bool = option(True, "also concatenate the reference latent to every frame's input channels "
+                                         "(false: the reference reaches the model through cross-attention only)")
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_attention_heads", "attention_head_dim", "patch_size",
@@ -91,8 +96,9 @@ class ConditioningSettings:
 
 
 def build_denoiser(cfg: DenoiserConfig, latent_channels: int, latent_size: int):
-    """A new LatteTransformer3DModel taking ``latent_channels + 3`` input channels (latents, pose) and the
-    reference tokens of :func:`reference_tokens` as its caption sequence."""
+    """A new LatteTransformer3DModel taking ``latent_channels + 3`` input channels (latents, pose; plus
+    ``latent_channels`` for the reference latent with ``reference_input``) and the reference tokens of
+    :func:`reference_condition` as its caption sequence."""
     from diffusers import LatteTransformer3DModel
 
     if latent_size % cfg.patch_size or latent_size % cfg.reference_patch_size:
@@ -101,25 +107,27 @@ def build_denoiser(cfg: DenoiserConfig, latent_channels: int, latent_size: int):
     inner = cfg.num_attention_heads * cfg.attention_head_dim
     return LatteTransformer3DModel(
         num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
-        in_channels=latent_channels + POSE_CHANNELS, out_channels=latent_channels, num_layers=cfg.num_layers,
+        in_channels=latent_channels * (2 if cfg.reference_input else 1) + POSE_CHANNELS,
+        out_channels=latent_channels, num_layers=cfg.num_layers,
         cross_attention_dim=inner, sample_size=latent_size, patch_size=cfg.patch_size, activation_fn="gelu-approximate",
         norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
         caption_channels=cfg.reference_patch_size ** 2 * latent_channels, video_length=cfg.frames)
 
 
-def adapt_latte(source, reference_patch: int, frames: int | None = None, latent_channels: int | None = None):
+def adapt_latte(source, reference_patch: int, frames: int | None = None, latent_channels: int | None = None,
+                reference_input: bool = True):
     """A pose-video denoiser from a pretrained LatteTransformer3DModel (e.g. Latte-1's text-to-video transformer):
     the same blocks and weights, with
 
-    - the pose channels appended to the patch embedding's input, their weights zero (so the adapted model starts as
-      the source on its latents);
+    - the pose channels (and, with ``reference_input``, the reference latent's) appended to the patch embedding's
+      input, their weights zero (so the adapted model starts as the source on its latents);
     - the output cut to the ε half when the source predicts a learned variance too (out = 2 × latent channels);
     - the caption projection's first layer re-drawn for reference tokens of width p²·C unless the widths match;
     - ``frames`` as its clip length (the temporal position embedding is a fixed sin-cos table of that length)."""
     sc = source.config
     channels = latent_channels or sc.in_channels
     cfg = dict(sc)
-    cfg.update(in_channels=channels + POSE_CHANNELS, out_channels=channels,
+    cfg.update(in_channels=channels * (2 if reference_input else 1) + POSE_CHANNELS, out_channels=channels,
                caption_channels=reference_patch ** 2 * channels, video_length=frames or sc.video_length)
     target = type(source).from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
     state, new = source.state_dict(), target.state_dict()
@@ -190,11 +198,22 @@ def pose_maps(conditions: torch.Tensor, latent_size: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(x, latent_size)
 
 
+def takes_reference_input(model) -> bool:
+    """Whether the denoiser's input channels include the reference latent (2C + 3 rather than C + 3)."""
+    return model.config.in_channels == 2 * model.config.out_channels + POSE_CHANNELS
+
+
 def denoise(model, noisy: torch.Tensor, timesteps: torch.Tensor, pose: torch.Tensor, reference: torch.Tensor,
-            temporal: bool) -> torch.Tensor:
-    """ε̂ of noisy latents (B, C, T, h, w) at ``timesteps`` (B,), given pose maps (B, 3, T, h, w) and reference
-    tokens (B, N, D); the temporal blocks run when ``temporal``. Returns (B, C, T, h, w)."""
-    x = torch.cat([noisy, pose.to(noisy.dtype)], dim=1)
+            temporal: bool, reference_latent: torch.Tensor | None = None) -> torch.Tensor:
+    """ε̂ of noisy latents (B, C, T, h, w) at ``timesteps`` (B,), given pose maps (B, 3, T, h, w), reference
+    tokens (B, N, D) and — for a model that takes it (:func:`takes_reference_input`) — the reference latent
+    (B, C, h, w), repeated over the frames; the temporal blocks run when ``temporal``. Returns (B, C, T, h, w)."""
+    parts = [noisy, pose.to(noisy.dtype)]
+    if takes_reference_input(model):
+        if reference_latent is None:
+            raise ValueError("this denoiser takes the reference latent as input channels: pass reference_latent")
+        parts.append(reference_latent.to(noisy.dtype).unsqueeze(2).expand(-1, -1, noisy.shape[2], -1, -1))
+    x = torch.cat(parts, dim=1)
     return model(x, timestep=timesteps, encoder_hidden_states=reference.to(noisy.dtype),
                  enable_temporal_attentions=temporal, return_dict=False)[0]
 
@@ -256,12 +275,13 @@ class PoseVideoPipeline(DiffusionPipeline):
         return self.transformer.config.sample_size
 
     @torch.no_grad()
-    def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) → reference tokens (B, N, D): the VAE posterior mean, scaled, patchified."""
+    def encode_reference(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, 3, H, W) → (reference tokens (B, N, D), reference latent (B, C, h, w)): the VAE posterior mean,
+        scaled; the tokens are its patches with their positions (:func:`reference_condition`)."""
         vae = self.vae
         x = (images.float() / 127.5 - 1.0).to(vae.device, vae.dtype)
         z = (vae.encode(x).latent_dist.mean - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
-        return reference_condition(z.float(), self.settings.reference_patch_size)
+        return reference_condition(z.float(), self.settings.reference_patch_size), z.float()
 
     @torch.no_grad()
     def __call__(self, reference_image, pose_frames: Sequence, num_inference_steps: int | None = None,
@@ -279,13 +299,14 @@ class PoseVideoPipeline(DiffusionPipeline):
         device, dtype = self.transformer.device, self.transformer.dtype
         size, h = s.resolution, self.latent_size
         poses = pose_maps(_uint8_chw(pose_frames, size), h)                      # (T, 3, h, w)
-        ref = self.encode_reference(_uint8_chw([reference_image], size))        # (1, N, D)
+        ref, ref_latent = self.encode_reference(_uint8_chw([reference_image], size))   # (1, N, D), (1, C, h, w)
         t_total = len(poses)
         length = self.transformer.config.video_length if s.temporal else t_total
         windows = frame_windows(t_total, length)
         pose = torch.stack([poses[w] for w in windows]).permute(0, 2, 1, 3, 4).to(device, dtype)  # (W, 3, L, h, w)
         b = len(windows)
         cond_ref = ref.expand(b, -1, -1).to(device, dtype)
+        cond_latent = ref_latent.expand(b, -1, -1, -1).to(device, dtype)
         latents = torch.randn((b, s.latent_channels, length, h, h), generator=generator, dtype=torch.float32)
         latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(steps, device=device)
@@ -296,10 +317,11 @@ class PoseVideoPipeline(DiffusionPipeline):
             if guided:
                 eps = denoise(self.transformer, torch.cat([x, x]), torch.cat([ts, ts]),
                               torch.cat([torch.zeros_like(pose), pose]),
-                              torch.cat([torch.zeros_like(cond_ref), cond_ref]), s.temporal)
+                              torch.cat([torch.zeros_like(cond_ref), cond_ref]), s.temporal,
+                              torch.cat([torch.zeros_like(cond_latent), cond_latent]))
                 eps = guided_noise(*eps.chunk(2), scale)
             else:
-                eps = denoise(self.transformer, x, ts, pose, cond_ref, s.temporal)
+                eps = denoise(self.transformer, x, ts, pose, cond_ref, s.temporal, cond_latent)
             latents = self.scheduler.step(eps, t, latents, generator=generator).prev_sample
         return self.decode(latents, windows, t_total)
 

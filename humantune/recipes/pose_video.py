@@ -1,9 +1,9 @@
 """Recipe: a pose-guided human video model trained in the paper's three phases (``shared/papers.md`` §3).
 
 ``humantune train pose-video --config configs/pose_video/quick.yaml --output-dir DIR`` trains the
-LatteTransformer3DModel of :mod:`humantune.models.pose_video` (reference image → cross-attention tokens, OpenPose
-frames → extra input channels; latents from a frozen VAE, default the shipped tiny-sd's) in stages declared by the
-config, each starting from the previous one (:class:`~humantune.train.stages.StageRunner`):
+LatteTransformer3DModel of :mod:`humantune.models.pose_video` (reference image → cross-attention tokens and extra
+input channels, OpenPose frames → extra input channels; latents from a frozen VAE, default the shipped tiny-sd's) in
+stages declared by the config, each starting from the previous one (:class:`~humantune.train.stages.StageRunner`):
 
 1. ``subject`` — subject-driven image generation: one frame per sample, its reference another frame of the same
    clip (same person and background), the pose input all zeros; spatial blocks train, temporal blocks are not run;
@@ -255,11 +255,14 @@ class VideoClips:
         return [(c, s, (s + max(length, f // 2)) % f) for c in range(len(self.raw)) for s in range(f - length + 1)]
 
     def collate(self, items: Sequence[tuple[int, int, int]], length: int) -> dict[str, torch.Tensor]:
-        """A batch: ``latents`` (B, 2, C, T, h, w), ``pose`` (B, 3, T, h, w), ``reference`` (B, N, D)."""
+        """A batch: ``latents`` (B, 2, C, T, h, w), ``pose`` (B, 3, T, h, w), ``reference`` tokens (B, N, D) and
+        ``reference_latent`` (B, C, h, w, the scaled posterior mean)."""
         lat = torch.stack([self.latents[c, s:s + length] for c, s, _ in items])       # (B, T, 2, C, h, w)
         pose = torch.stack([self.poses[c, s:s + length] for c, s, _ in items])        # (B, T, 3, h, w)
+        ref_latent = torch.stack([self.latents[c, r, 0] for c, _, r in items])
         return {"latents": lat.permute(0, 2, 3, 1, 4, 5), "pose": pose.permute(0, 2, 1, 3, 4),
-                "reference": torch.stack([self.references[c, r] for c, _, r in items])}
+                "reference": torch.stack([self.references[c, r] for c, _, r in items]),
+                "reference_latent": (ref_latent - self.shift) * self.scale}
 
 
 def load_vae(name: str):
@@ -378,7 +381,8 @@ class PoseVideoTask:
             keep_pose = torch.zeros_like(keep_pose)
         pose = batch["pose"] * keep_pose.view(b, 1, 1, 1, 1)
         reference = batch["reference"] * keep_ref.view(b, 1, 1)
-        pred = denoise(self.model, noised.noisy, noised.timesteps, pose, reference, self.temporal)
+        ref_latent = batch["reference_latent"] * keep_ref.view(b, 1, 1, 1)
+        pred = denoise(self.model, noised.noisy, noised.timesteps, pose, reference, self.temporal, ref_latent)
         return self.objective.loss(pred, noised).mean(), {"reference_kept": keep_ref.mean().item()}
 
     def validate(self, step, out_dir):
@@ -417,7 +421,8 @@ def initial_denoiser(cfg: PoseVideoConfig, latent_channels: int, latent_size: in
     if cfg.pretrained_transformer is not None:
         source = _load_component(LatteTransformer3DModel, cfg.pretrained_transformer, "transformer",
                                  "pretrained_transformer")
-        return adapt_latte(source, cfg.denoiser.reference_patch_size, cfg.denoiser.frames, latent_channels)
+        return adapt_latte(source, cfg.denoiser.reference_patch_size, cfg.denoiser.frames, latent_channels,
+                           cfg.denoiser.reference_input)
     return build_denoiser(cfg.denoiser, latent_channels, latent_size)
 
 

@@ -34,15 +34,18 @@ def _pipeline(temporal: bool, frames: int = 2):
 
 
 def _inputs(b=1, t=2, seed=0):
+    """noisy latents, timesteps, pose maps, reference tokens, reference latent."""
     g = torch.Generator().manual_seed(seed)
     return (torch.randn((b, 4, t, LATENT, LATENT), generator=g), torch.tensor([500] * b),
-            torch.rand((b, 3, t, LATENT, LATENT), generator=g), torch.randn((b, 16, 16), generator=g))
+            torch.rand((b, 3, t, LATENT, LATENT), generator=g), torch.randn((b, 16, 16), generator=g),
+            torch.randn((b, 4, LATENT, LATENT), generator=g))
 
 
 def test_stock_class_in_and_out_channels():
     model = _denoiser()
     assert type(model) is LatteTransformer3DModel
-    assert model.config.in_channels == 4 + pv.POSE_CHANNELS and model.config.out_channels == 4
+    assert model.config.in_channels == 4 + pv.POSE_CHANNELS + 4 and model.config.out_channels == 4
+    assert pv.takes_reference_input(model)
     assert model.config.caption_channels == 2 * 2 * 4
     assert pv.denoiser_blocks(model) == {"spatial": ["transformer_blocks.0", "transformer_blocks.1"],
                                          "temporal": ["temporal_transformer_blocks.0", "temporal_transformer_blocks.1"]}
@@ -50,16 +53,19 @@ def test_stock_class_in_and_out_channels():
 
 def test_pose_and_reference_change_the_output():
     model = _denoiser()
-    noisy, t, pose, ref = _inputs()
+    noisy, t, pose, ref, latent = _inputs()
     with torch.no_grad():
-        base = pv.denoise(model, noisy, t, pose, ref, True)
-        no_pose = pv.denoise(model, noisy, t, torch.zeros_like(pose), ref, True)
-        other_ref = pv.denoise(model, noisy, t, pose, torch.zeros_like(ref), True)
-        again = pv.denoise(model, noisy, t, pose, ref, True)
+        base = pv.denoise(model, noisy, t, pose, ref, True, latent)
+        no_pose = pv.denoise(model, noisy, t, torch.zeros_like(pose), ref, True, latent)
+        other_tokens = pv.denoise(model, noisy, t, pose, torch.zeros_like(ref), True, latent)
+        other_latent = pv.denoise(model, noisy, t, pose, ref, True, torch.zeros_like(latent))
+        again = pv.denoise(model, noisy, t, pose, ref, True, latent)
     assert base.shape == noisy.shape
     assert torch.equal(base, again)
-    assert (base - no_pose).abs().mean() > 1e-3
-    assert (base - other_ref).abs().mean() > 1e-3
+    for changed in (no_pose, other_tokens, other_latent):
+        assert (base - changed).abs().mean() > 1e-3
+    with pytest.raises(ValueError, match="reference_latent"):
+        pv.denoise(model, noisy, t, pose, ref, True)
 
 
 def test_reference_tokens_by_hand():
@@ -141,14 +147,15 @@ def test_adapt_pretrained_latte_starts_as_the_source():
     with torch.no_grad():
         source.proj_out.weight.normal_(0, 0.2)
     adapted = pv.adapt_latte(source, reference_patch=2, frames=3).eval()
-    assert adapted.config.in_channels == 7 and adapted.config.out_channels == 4
-    noisy, t, pose, ref = _inputs(t=3)
+    assert adapted.config.in_channels == 4 + 3 + 4 and adapted.config.out_channels == 4
+    noisy, t, pose, ref, latent = _inputs(t=3)
     with torch.no_grad():
         expected = source(noisy, timestep=t, encoder_hidden_states=ref, return_dict=False)[0][:, :4]
-        got = pv.denoise(adapted, noisy, t, torch.zeros_like(pose), ref, True)
-        posed = pv.denoise(adapted, noisy, t, pose, ref, True)
+        got = pv.denoise(adapted, noisy, t, torch.zeros_like(pose), ref, True, torch.zeros_like(latent))
+        posed = pv.denoise(adapted, noisy, t, pose, ref, True, latent)
     assert torch.allclose(got, expected, atol=1e-5)
-    assert torch.equal(posed, got)          # zero-initialised pose weights: the pose has no effect yet
+    assert torch.equal(posed, got)          # zero-initialised new input weights: pose and latent have no effect yet
+    assert pv.adapt_latte(source, 2, reference_input=False).config.in_channels == 7
 
 
 def test_reference_condition_tells_positions_apart():

@@ -152,7 +152,7 @@ def test_initial_denoiser_from_a_pretrained_latte(tmp_path):
                             caption_channels=32, video_length=16).save_pretrained(tmp_path / "latte" / "transformer")
     cfg = _config(tmp_path, pretrained_transformer=str(tmp_path / "latte"))
     model = pvr.initial_denoiser(cfg, 4, 8)
-    assert (model.config.in_channels, model.config.out_channels, model.config.video_length) == (7, 4, 2)
+    assert (model.config.in_channels, model.config.out_channels, model.config.video_length) == (11, 4, 2)
     assert model.config.caption_channels == 16 and model.config.num_layers == 1
     with pytest.raises(Exception, match="pretrained_transformer"):
         pvr.initial_denoiser(_config(tmp_path, pretrained_transformer=str(tmp_path / "missing")), 4, 8)
