@@ -116,6 +116,8 @@ class EntProgConfig:
     search_heldout_batches: int = option(1, "held-out batches the supernet evaluates after every step (the paper's "
                                             "'fixed small held-out set'; its time counts as the method's overhead)")
     cei: CeiConfig = option(CeiConfig(), "CEI measurement")
+    cei_dir: Path | None = option(None, "where CEI is cached (cei.json, cei.png; reused when its digest of weights + "
+                                        "data + settings matches); null: OUT/cei")
     ordering: Literal["cei", "random"] = option("cei", "block priority: CEI, or a seeded random order (ablation)")
     schedule: Literal["adaptive", "fixed", "full"] = option(
         "adaptive", "adaptive: supernet + CE(m) per stage (Ent-Prog); fixed: top fixed_m blocks per stage; full: "
@@ -124,6 +126,9 @@ class EntProgConfig:
         "credited", "how the supernet's held-out losses give CE(m): credited: each step's own loss drop credited to "
                     "the m it trained; sampled: ℓ_m = losses after the steps that trained m (humantune.train."
                     "progressive)")
+    always_train: list[str] = option([], "top-level denoiser modules trained in every stage besides the top-m blocks "
+                                         "(e.g. [norm_out, proj_out]: the output layers, after every block, so the "
+                                         "frozen prefix is unaffected); [] trains blocks only")
     frozen_prefix: bool = option(True, "run the blocks before the first trainable one under no_grad (stores no "
                                        "activations for them)")
     stages: list[EntProgStage] = option(
@@ -140,6 +145,8 @@ class EntProgConfig:
         staging.check_stages(self.stages)
         if self.train_data.identity() == self.heldout_data.identity():
             raise ValueError("heldout_data must differ from train_data")
+        if any("." in name for name in self.always_train):
+            raise ValueError(f"always_train names top-level modules (no dots), got {self.always_train}")
         if min(self.eval_every, self.heldout_batch_size, self.search_heldout_batches) < 1:
             raise ValueError("eval_every, heldout_batch_size and search_heldout_batches must be at least 1")
 
@@ -155,7 +162,7 @@ class EntProgTask:
 
     def __init__(self, inner, blocks: ProgressiveBlocks, heldout, samples_per_step: int, seed: int, stage: int,
                  candidates: list[int] | None, fixed: list[str] | None, frozen_prefix: bool, eval_every: int,
-                 max_steps: int, search_batches: int = 1) -> None:
+                 max_steps: int, search_batches: int = 1, always_train: list[str] = ()) -> None:
         self.inner, self.blocks, self.heldout, self.search_batches = inner, blocks, heldout, search_batches
         self.samples_per_step, self.seed, self.stage = samples_per_step, seed, stage
         self.candidates, self.fixed, self.prefix = candidates, fixed, frozen_prefix
@@ -167,6 +174,10 @@ class EntProgTask:
         for p in self.denoiser.parameters():
             p.requires_grad_(not progressive)   # full fine-tuning: every parameter; Ent-Prog: only blocks
         blocks.train_only(fixed if fixed is not None else blocks.top(max(candidates)) if candidates else blocks.names)
+        if progressive:
+            for name, p in self.denoiser.named_parameters():
+                if name.split(".")[0] in always_train:
+                    p.requires_grad_(True)
 
     def trainable_modules(self):
         return self.inner.trainable_modules()
@@ -256,7 +267,7 @@ class EntProgRecipe:
         elif cfg.ordering == "random":
             ranking = [names[i] for i in np.random.default_rng(cfg.cei.seed).permutation(len(names))]
         else:
-            self.cei = cached_cei(self.out / "cei", s.denoiser, s.predict, s.cei_batches(cfg.cei), cfg.cei,
+            self.cei = cached_cei(cfg.cei_dir or self.out / "cei", s.denoiser, s.predict, s.cei_batches(cfg.cei), cfg.cei,
                                   s.data_key, s.blocks, progress=self.trainer.is_main)
             ranking, self.cei_seconds = self.cei["ranking"], float(self.cei["seconds"])
         return ProgressiveBlocks(names, [b.module for b in s.blocks], ranking)
@@ -297,7 +308,8 @@ class EntProgRecipe:
                                             max_steps=steps)
             task = EntProgTask(s.train_task, self.blocks, s.heldout_loss, train_cfg.batch_size *
                                train_cfg.gradient_accumulation_steps, train_cfg.seed, k, candidates, fixed,
-                               self.cfg.frozen_prefix, self.cfg.eval_every, steps, self.cfg.search_heldout_batches)
+                               self.cfg.frozen_prefix, self.cfg.eval_every, steps, self.cfg.search_heldout_batches,
+                               self.cfg.always_train)
             result = self.trainer.fit(task, train_cfg, self.out / stage.name / phase, resume=self.resume,
                                       desc=f"ent-prog {stage.name}/{phase}")
             summary["phases"][phase] = {**result, "trained": fixed if fixed is not None else
@@ -396,14 +408,21 @@ def wall_clock_curve(out: Path, cfg: EntProgConfig, start_seconds: float, start_
 
 
 def peak_state(out: Path, cfg: EntProgConfig) -> dict:
-    """The largest training state (bytes) any step of the run held, and its activation part."""
-    rows = [r for s in cfg.stages for p in ("search", "train") for r in read_metrics(out / s.name / p)
-            if "state_bytes" in r]
+    """The largest training state (bytes) any step of the run held, its activation part, the largest per stage
+    phase, and the run's step / overhead seconds (sums) and mean step time."""
+    by_phase = {f"{s.name}/{p}": read_metrics(out / s.name / p) for s in cfg.stages for p in ("search", "train")}
+    rows = [r for phase in by_phase.values() for r in phase if "state_bytes" in r]
     if not rows:
         return {}
     top = max(rows, key=lambda r: r["state_bytes"])
+    steps = [r for phase in by_phase.values() for r in phase]
     return {"total": top["state_bytes"], "activations": top["activation_bytes"],
-            "max_activations": max(r["activation_bytes"] for r in rows)}
+            "max_activations": max(r["activation_bytes"] for r in rows),
+            "by_phase": {k: max(r["state_bytes"] for r in v if "state_bytes" in r) for k, v in by_phase.items()
+                         if any("state_bytes" in r for r in v)},
+            "step_seconds": sum(r.get("step_seconds", 0.0) for r in steps),
+            "overhead_seconds": sum(r.get("overhead_seconds", 0.0) for r in steps),
+            "mean_step_seconds": sum(r.get("step_seconds", 0.0) for r in steps) / len(steps)}
 
 
 def train_ent_prog(cfg: EntProgConfig, output_dir: str | Path, resume: bool = True,

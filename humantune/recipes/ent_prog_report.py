@@ -114,9 +114,10 @@ def write_results(recipe, results: dict, arms: dict[str, Path]) -> Path:
     report.heading("Stages")
     report.table(stage_rows)
     report.paragraph("Ranking (highest priority first): " + ", ".join(results["ranking"]))
-    if (out / "cei" / "cei.png").is_file():
+    cei_png = (cfg.cei_dir or out / "cei") / "cei.png"
+    if recipe.cei is not None and cei_png.is_file():
         report.heading("CEI priorities π(b) = log σ_skip(b)(ε̂) / σ(ε̂)")
-        report.image_grid([(Image.open(out / "cei" / "cei.png"), "per block, forward order")], columns=1)
+        report.image_grid([(Image.open(cei_png), "per block, forward order")], columns=1)
     fig = ce_figure(out, cfg.stages)
     if fig is not None:
         report.heading("Supernet epochs and CE(m)")

@@ -1,0 +1,185 @@
+"""Ent-Prog against full fine-tuning, measured side by side (papers.md §3; issue 16's claim).
+
+Task: ``configs/ent_prog/mannequin.yaml`` — tiny-sd3's transformer adapted to 64² mannequin images, three stages of
+60 steps, the same data, held-out set (fixed timesteps and noises) and step budget for every arm:
+
+- ``full``: plain full fine-tuning (every parameter);
+- ``ent-prog``: CEI ranking + adaptive schedule (supernet epoch + argmax CE(m) per stage);
+- ``cei-fixed``: CEI ranking + the fixed m_k of the config (AutoProg-Zero style);
+- ``random-adaptive``: a seeded random block order + adaptive schedule.
+
+Each (seed, arm) runs as its own process (one torch thread), arms interleaved within a seed so that the shared
+machine's load drifts over all of them alike. Per run: the held-out loss against wall-clock seconds (CEI time +
+training steps + the supernet's per-step evaluation; measurement-only evaluations are not on the clock), the
+process's peak RSS, and the training state (parameters + gradients + AdamW state + bytes autograd saved for
+backward, counted with ``saved_tensors_hooks``) of the largest step. Speed-up of an arm in a seed = the time full
+fine-tuning needed to first reach its own final held-out loss / the time the arm needed to reach that loss (linear
+interpolation between evaluations; "not reached" if it never did). Final quality: the held-out loss with a 95 %
+bootstrap interval over seeds.
+
+Writes benchmarks/results/ent_prog.json and prints a table.
+
+    OMP_NUM_THREADS=1 python benchmarks/ent_prog.py [--seeds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "configs" / "ent_prog" / "mannequin.yaml"
+ARM_ORDER = ["full", "ent-prog", "cei-fixed", "random-adaptive"]
+EXTRA = [o for o in os.environ.get("ENT_PROG_BENCH_SET", "").split() if o]
+"""Extra --set overrides for every run (e.g. ENT_PROG_BENCH_SET='always_train=[norm_out,proj_out]')."""
+
+
+def child(arm: str, seed: int, run_dir: Path, quick: bool) -> None:
+    """One run in this process: the recipe with the arm's schedule and ordering, then its peak RSS."""
+    from humantune.config import load_config
+    from humantune.io import write_json_atomic
+    from humantune.recipes.ent_prog import ARMS, EntProgConfig, train_ent_prog
+
+    schedule, ordering = ARMS[arm]
+    # one CEI measurement per seed, shared by the arms that use it (its seconds stay on each one's clock)
+    overrides = [f"schedule={schedule}", f"ordering={ordering}", f"cei.seed={seed}", f"cei_dir={run_dir.parent / 'cei'}"]
+    for k in range(3):
+        overrides.append(f"stages.{k}.train.seed={seed}")
+        if quick:
+            overrides += [f"stages.{k}.train.max_steps=20", f"stages.{k}.supernet_steps=6"]
+    if quick:
+        overrides += ["cei.samples=200", "eval_every=4"]
+    overrides += EXTRA
+    cfg = load_config(EntProgConfig, CONFIG, overrides)
+    t0 = time.perf_counter()
+    train_ent_prog(cfg, run_dir)
+    write_json_atomic(run_dir / "process.json", {
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "process_seconds": time.perf_counter() - t0})
+
+
+def time_to_reach(curve: list[list[float]], target: float) -> float | None:
+    """First wall-clock second at which the held-out loss curve reaches ``target`` (linear interpolation between
+    evaluations); None if it never does."""
+    for (t0, l0), (t1, l1) in zip(curve, curve[1:]):
+        if l1 <= target:
+            if l0 <= target:
+                return t0
+            return t0 + (t1 - t0) * (l0 - target) / (l0 - l1)
+    return curve[0][0] if curve and curve[0][1] <= target else None
+
+
+def summarise(runs: dict[tuple[int, str], dict]) -> dict:
+    from benchmarks.benchmark_io import bootstrap_ci
+
+    seeds = sorted({s for s, _ in runs})
+    per_seed = []
+    for s in seeds:
+        full = runs[(s, "full")]
+        target = full["final_loss"]
+        t_full = time_to_reach(full["curve"], target)
+        for arm in ARM_ORDER:
+            r = runs[(s, arm)]
+            t = time_to_reach(r["curve"], target)
+            # the same without CEI's one-off measurement (amortised over every fine-tune of one model and data)
+            t_train = time_to_reach([[c - r["cei_seconds"], v] for c, v in r["curve"]], target)
+            per_seed.append({"seed": s, "arm": arm, "target": target, "seconds_to_target": t,
+                             "speedup": (t_full / t) if t else None,
+                             "speedup_without_cei": (t_full / t_train) if t_train else None, **{k: r[k] for k in (
+                                 "final_loss", "total_seconds", "cei_seconds", "mean_step_seconds", "peak_rss_bytes",
+                                 "state_bytes", "activation_bytes", "state_by_phase", "choices")}})
+    arms = {}
+    for arm in ARM_ORDER:
+        rows = [r for r in per_seed if r["arm"] == arm]
+        losses = [r["final_loss"] for r in rows]
+        speed = [r["speedup"] for r in rows if r["speedup"] is not None]
+        speed_train = [r["speedup_without_cei"] for r in rows if r["speedup_without_cei"] is not None]
+        lo, hi = bootstrap_ci(losses)
+        arms[arm] = {
+            "final_heldout_loss": sum(losses) / len(losses), "final_heldout_ci95": [lo, hi],
+            "speedup_mean": sum(speed) / len(speed) if speed else None, "speedups": [r["speedup"] for r in rows],
+            "reached_target": f"{len(speed)}/{len(rows)}",
+            "speedup_without_cei_mean": sum(speed_train) / len(speed_train) if speed_train else None,
+            "speedups_without_cei": [r["speedup_without_cei"] for r in rows],
+            "reached_target_without_cei": f"{len(speed_train)}/{len(rows)}",
+            "cei_seconds_mean": sum(r["cei_seconds"] for r in rows) / len(rows),
+            "mean_step_seconds": sum(r["mean_step_seconds"] for r in rows) / len(rows),
+            "total_seconds_mean": sum(r["total_seconds"] for r in rows) / len(rows),
+            "peak_rss_mb": max(r["peak_rss_bytes"] for r in rows) / 2**20,
+            "peak_state_mb": max(r["state_bytes"] for r in rows) / 2**20,
+            "peak_activation_mb": max(r["activation_bytes"] for r in rows) / 2**20,
+            "choices": [r["choices"] for r in rows],
+        }
+    full = arms["full"]
+    for arm in arms.values():
+        arm["state_memory_vs_full"] = arm["peak_state_mb"] / full["peak_state_mb"]
+        arm["rss_vs_full"] = arm["peak_rss_mb"] / full["peak_rss_mb"]
+        arm["step_time_vs_full"] = arm["mean_step_seconds"] / full["mean_step_seconds"]
+    return {"per_seed": per_seed, "arms": arms}
+
+
+def read_run(run_dir: Path) -> dict:
+    res = json.loads((run_dir / "results.json").read_text())
+    proc = json.loads((run_dir / "process.json").read_text())
+    state = res["peak_state_bytes"]
+    return {"curve": res["curve"], "final_loss": res["heldout_loss"]["mean"], "total_seconds": res["curve"][-1][0],
+            "cei_seconds": res["cei_seconds"], "mean_step_seconds": state["mean_step_seconds"],
+            "peak_rss_bytes": proc["peak_rss_bytes"], "state_bytes": state["total"],
+            "activation_bytes": state["max_activations"], "state_by_phase": state["by_phase"],
+            "choices": [v.get("choice", {}).get("m") for v in res["stages"].values()]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="20-step stages, 200 CEI samples (a smoke run)")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/ent_prog.json)")
+    parser.add_argument("--child", nargs=3, metavar=("ARM", "SEED", "RUN_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), Path(args.child[2]), args.quick)
+        return
+    from benchmarks.benchmark_io import print_table, write_result
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="ent_prog_bench_"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    runs, t0 = {}, time.perf_counter()
+    for seed in range(args.seeds):
+        for arm in ARM_ORDER:
+            run_dir = work / f"seed{seed}" / arm
+            if not (run_dir / "process.json").is_file():
+                cmd = [sys.executable, __file__, "--child", arm, str(seed), str(run_dir)] + (["--quick"] if args.quick else [])
+                print(f"seed {seed} {arm} ...", flush=True)
+                subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            runs[(seed, arm)] = read_run(run_dir)
+    summary = summarise(runs)
+    rows = [{"arm": arm, "final held-out (95% CI)": f"{a['final_heldout_loss']:.4f} [{a['final_heldout_ci95'][0]:.4f}, "
+                                                  f"{a['final_heldout_ci95'][1]:.4f}]",
+             "speed-up": "-" if a["speedup_mean"] is None else f"{a['speedup_mean']:.2f}x",
+             "reached": a["reached_target"],
+             "w/o CEI": "-" if a["speedup_without_cei_mean"] is None else f"{a['speedup_without_cei_mean']:.2f}x",
+             "reached w/o CEI": a["reached_target_without_cei"], "seconds": f"{a['total_seconds_mean']:.0f}",
+             "step time": f"{a['step_time_vs_full']:.2f}",
+             "state MB": f"{a['peak_state_mb']:.1f} ({a['state_memory_vs_full']:.2f})",
+             "activations MB": f"{a['peak_activation_mb']:.1f}", "peak RSS MB": f"{a['peak_rss_mb']:.0f}",
+             "m per stage": str(a["choices"])}
+            for arm, a in summary["arms"].items()]
+    path = write_result("ent_prog", {
+        "settings": {"config": str(CONFIG.relative_to(ROOT)), "seeds": args.seeds, "quick": args.quick,
+                     "threads": 1, "wall_seconds": time.perf_counter() - t0},
+        **summary}, args.out)
+    print_table(rows, list(rows[0]))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
