@@ -92,3 +92,20 @@ def test_config_mistakes_name_the_key(base):
         _config(base, stages=[{"name": "s", "candidates": [0, 2]}])
     with pytest.raises(ConfigError, match="always_train"):
         _config(base, always_train=["transformer_blocks.0"])
+
+
+def test_cei_command_writes_scores_in_block_order_and_reuses_its_cache(base, tmp_path, capsys):
+    from humantune.cli import main
+
+    args = ["entprog", "cei", "--model", str(base), "--samples", "4", "--batch-size", "4", "--resolution", "32",
+            "--out", str(tmp_path / "cei")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "cei" / "cei.json").read_text())
+    assert result["blocks"] == ["transformer_blocks.0", "transformer_blocks.1"]
+    assert list(result["priorities"]["sample/log_ratio"]) == result["blocks"]
+    assert sorted(result["ranking"]) == result["blocks"] and (tmp_path / "cei" / "cei.png").is_file()
+    assert "ranking (sample/log_ratio)" in capsys.readouterr().out
+    stamp = (tmp_path / "cei" / "cei.json").stat().st_mtime_ns
+    assert main(args) == 0 and (tmp_path / "cei" / "cei.json").stat().st_mtime_ns == stamp   # cached
+    assert main(args[:-2] + ["--sigma", "pooled", "--out", str(tmp_path / "cei")]) == 0       # new settings
+    assert json.loads((tmp_path / "cei" / "cei.json").read_text())["reading"] == "pooled/log_ratio"
