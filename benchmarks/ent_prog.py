@@ -42,6 +42,24 @@ EXTRA = [o for o in os.environ.get("ENT_PROG_BENCH_SET", "").split() if o]
 """Extra --set overrides for every run (e.g. ENT_PROG_BENCH_SET='always_train=[norm_out,proj_out]')."""
 
 
+def render_worlds(work: Path) -> list[str]:
+    """Render the config's training and held-out worlds once, in this process (before torch starts threads: the
+    renderer's worker pool is then safe), and return the overrides that point every run at them."""
+    import yaml
+
+    from humantune.config import load_config
+    from humantune.data.mannequin.world import MannequinConfig, write_world
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    overrides = []
+    for name in ("train_data", "heldout_data"):
+        folder = work / "data" / name
+        if not (folder / "metadata.jsonl").is_file():
+            write_world(load_config(MannequinConfig, base=raw[name]["world"]), folder, overwrite=True)
+        overrides += [f"{name}.kind=pose_folder", f"{name}.path={folder}"]
+    return overrides
+
+
 def child(arm: str, seed: int, run_dir: Path, quick: bool) -> None:
     """One run in this process: the recipe with the arm's schedule and ordering, then its peak RSS."""
     from humantune.config import load_config
@@ -57,7 +75,7 @@ def child(arm: str, seed: int, run_dir: Path, quick: bool) -> None:
             overrides += [f"stages.{k}.train.max_steps=20", f"stages.{k}.supernet_steps=6"]
     if quick:
         overrides += ["cei.samples=200", "eval_every=4"]
-    overrides += EXTRA
+    overrides += EXTRA + render_worlds(run_dir.parents[1])   # already rendered by the parent: only the paths
     cfg = load_config(EntProgConfig, CONFIG, overrides)
     t0 = time.perf_counter()
     train_ent_prog(cfg, run_dir)
@@ -151,6 +169,7 @@ def main() -> None:
     from benchmarks.benchmark_io import print_table, write_result
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ent_prog_bench_"))
+    render_worlds(work)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     runs, t0 = {}, time.perf_counter()
     for seed in range(args.seeds):
