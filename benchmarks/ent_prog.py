@@ -68,7 +68,8 @@ def child(arm: str, seed: int, run_dir: Path, quick: bool) -> None:
 
     schedule, ordering = ARMS[arm]
     # one CEI measurement per seed, shared by the arms that use it (its seconds stay on each one's clock)
-    overrides = [f"schedule={schedule}", f"ordering={ordering}", f"cei.seed={seed}", f"cei_dir={run_dir.parent / 'cei'}"]
+    overrides = [f"schedule={schedule}", f"ordering={ordering}", f"cei.seed={seed}",
+                 f"cei_dir={run_dir.parent / 'cei'}"]
     for k in range(3):
         overrides.append(f"stages.{k}.train.seed={seed}")
         if quick:
@@ -176,7 +177,8 @@ def main() -> None:
         for arm in ARM_ORDER:
             run_dir = work / f"seed{seed}" / arm
             if not (run_dir / "process.json").is_file():
-                cmd = [sys.executable, __file__, "--child", arm, str(seed), str(run_dir)] + (["--quick"] if args.quick else [])
+                cmd = [sys.executable, __file__, "--child", arm, str(seed), str(run_dir)]
+                cmd += ["--quick"] if args.quick else []
                 print(f"seed {seed} {arm} ...", flush=True)
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
             runs[(seed, arm)] = read_run(run_dir)

@@ -267,8 +267,8 @@ class EntProgRecipe:
         elif cfg.ordering == "random":
             ranking = [names[i] for i in np.random.default_rng(cfg.cei.seed).permutation(len(names))]
         else:
-            self.cei = cached_cei(cfg.cei_dir or self.out / "cei", s.denoiser, s.predict, s.cei_batches(cfg.cei), cfg.cei,
-                                  s.data_key, s.blocks, progress=self.trainer.is_main)
+            self.cei = cached_cei(cfg.cei_dir or self.out / "cei", s.denoiser, s.predict, s.cei_batches(cfg.cei),
+                                  cfg.cei, s.data_key, s.blocks, progress=self.trainer.is_main)
             ranking, self.cei_seconds = self.cei["ranking"], float(self.cei["seconds"])
         return ProgressiveBlocks(names, [b.module for b in s.blocks], ranking)
 

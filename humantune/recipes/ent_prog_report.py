@@ -106,11 +106,14 @@ def write_results(recipe, results: dict, arms: dict[str, Path]) -> Path:
     for stage in cfg.stages:
         s = results["stages"].get(stage.name, {})
         choice = s.get("choice", {})
+        ce = ", ".join(f"{m}: {v:.3g}" if v is not None else f"{m}: –" for m, v in choice.get("ce", {}).items())
+        phases = []
+        for p, v in s.get("phases", {}).items():
+            trained = v.get("trained")
+            phases.append(f"{p} ({v.get('max_steps')} steps, "
+                          f"{trained if isinstance(trained, str) else f'{len(trained or [])} blocks'})")
         stage_rows.append({"stage": stage.name, "candidates": ", ".join(map(str, stage.candidates)),
-                           "chosen m": choice.get("m"), "CE(m)": ", ".join(
-                               f"{m}: {v:.3g}" if v is not None else f"{m}: –" for m, v in choice.get("ce", {}).items()),
-                           "phases": ", ".join(f"{p} ({v.get('max_steps')} steps, {v.get('trained') if isinstance(v.get('trained'), str) else len(v.get('trained', []))})"
-                                               for p, v in s.get("phases", {}).items())})
+                           "chosen m": choice.get("m"), "CE(m)": ce, "phases": ", ".join(phases)})
     report.heading("Stages")
     report.table(stage_rows)
     report.paragraph("Ranking (highest priority first): " + ", ".join(results["ranking"]))

@@ -1,7 +1,8 @@
 """``humantune entprog cei``: Conditional Entropy Inflation of every residual block of a denoiser (papers.md §3).
 
 For ~1,000 random (x_t, t, c) — training images' latents noised at random levels with their own captions — the
-denoiser predicts ε̂ once with every block and once with each block skipped (:func:`humantune.models.blocks.skip_block`);
+denoiser predicts ε̂ once with every block and once with each block skipped
+(:func:`humantune.models.blocks.skip_block`);
 π(b) = log(σ_skip(b)(ε̂) / σ(ε̂)) (:func:`humantune.train.progressive.cei_priority`) in all four readings (σ per
 sample or pooled; mean of log-ratios or log of the mean ratio). Writes ``OUT/cei.json`` (scores in block order per
 reading, the ranking of the chosen reading, the settings and the digest) and ``OUT/cei.png`` (bar plot). The
@@ -132,7 +133,8 @@ def predict(family_name: str, denoiser, batch: NoisedBatch) -> torch.Tensor:
 def block_priorities(denoiser, run, batches, blocks=None, progress: bool = True) -> dict:
     """π(b) of every residual block of ``denoiser`` (or of ``blocks``, a subset in forward order) in every reading:
     ``run(batch)`` returns ε̂ of a batch with the denoiser as it currently is (blocks skipped inside
-    :func:`skip_block`). Returns ``{"blocks": [names in forward order], "priorities": {"sigma/average": {name: π}}}``."""
+    :func:`skip_block`). Returns ``{"blocks": [names in forward order],
+    "priorities": {"sigma/average": {name: π}}}``."""
     blocks = residual_blocks(denoiser) if blocks is None else blocks
     was_training = denoiser.training
     denoiser.eval()
@@ -210,8 +212,8 @@ def cached_cei(out: Path, denoiser, run, batches: list, cfg: CeiConfig, data_key
     return result
 
 
-def cei_study(model: str, out: Path, data: str | None = None, cfg: CeiConfig = CeiConfig(), resolution: int | None = None,
-              progress: bool = True) -> dict:
+def cei_study(model: str, out: Path, data: str | None = None, cfg: CeiConfig = CeiConfig(),
+              resolution: int | None = None, progress: bool = True) -> dict:
     """The CLI body: load ``model`` (pipeline: shipped name, directory or hub id), encode ``data`` (a pose folder;
     None: 64 images of a fresh mannequin world), measure CEI (cached) and write OUT/cei.json and OUT/cei.png."""
     from humantune.models.generation import load_pipeline, model_info, resolve_model

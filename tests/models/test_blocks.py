@@ -30,7 +30,8 @@ def _capture(block):
 
 def _sd3_inputs():
     g = torch.Generator().manual_seed(1)
-    return dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g), encoder_hidden_states=torch.randn(2, 5, 16, generator=g),
+    return dict(hidden_states=torch.randn(2, 4, 8, 8, generator=g),
+                encoder_hidden_states=torch.randn(2, 5, 16, generator=g),
                 pooled_projections=torch.randn(2, 8, generator=g), timestep=torch.tensor([10.0, 500.0]))
 
 
