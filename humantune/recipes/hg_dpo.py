@@ -219,8 +219,13 @@ class HgDpoRecipe:
                 self.setup()
                 return self.evaluate(self.train())
         finally:
-            if self._reward is not None:
-                self._reward.close()
+            self.close()
+
+    def close(self) -> None:
+        """Free the pool's reward (its pose estimator)."""
+        if self._reward is not None:
+            self._reward.close()
+            self._reward = None
 
     # -- setup
 
