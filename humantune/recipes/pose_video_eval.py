@@ -8,12 +8,20 @@ generates the held-out clips (reference: frame 0; poses: frames 1…T). Scores a
   temporal jitter with the true motion removed (:func:`humantune.eval.video.temporal_pose_jitter`); the ground-truth
   frames are scored too (``ground truth``: the detector's ceiling on these small frames);
 - ``video_kd``: the offline stand-in for FVD / FID-VID — the unbiased kernel distance (KID's MMD², polynomial kernel)
-  between generated and ground-truth clips of :func:`clip_world_features` on the shipped world-feature network.
+  between generated and ground-truth clips of :func:`clip_world_features` on the shipped world-feature network;
+- ``frame_change``: the mean absolute change between consecutive frames (:func:`frame_change`), to read beside the
+  ground truth's (flicker shows as a larger value, a frozen clip as a smaller one).
+
+Whether a model uses the pose is measured directly, independent of the pose detector (which finds few people in
+blurry 64² frames): the last stage also generates every held-out clip from its own reference with *another* clip's
+pose sequence (``<stage> · other poses``); if the pose steers the figure, its errors against the ground truth are
+larger than with the right poses.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 from pathlib import Path
@@ -53,6 +61,12 @@ def video_kernel_distance(generated: Sequence[np.ndarray], reference: Sequence[n
     return kernel_inception_distance(gen, ref, subsets=1, subset_size=m)[0]
 
 
+def frame_change(clips: Sequence[np.ndarray]) -> float:
+    """Mean over clips, frames and pixels of |x_{t+1} − x_t| (uint8 units), frames (T, H, W, 3) per clip."""
+    diffs = [np.abs(np.diff(np.asarray(c, np.float64), axis=0)).mean() for c in clips if len(c) > 1]
+    return float(np.mean(diffs)) if diffs else float("nan")
+
+
 def frame_oks(estimator, clips: Sequence[np.ndarray], keypoints: Sequence[np.ndarray]) -> float:
     """Mean over all frames of the OKS of MediaPipe's best match to the true person (0 when nobody is found)."""
     from humantune.eval.pose_metrics import PoseGroundTruth, pose_agreement
@@ -71,6 +85,7 @@ def score(generated: Sequence[np.ndarray], truth: Sequence[np.ndarray], keypoint
     m = clip_set_frame_metrics(generated, truth)
     out = {k: m[k] for k in ("l1", "ssim", "psnr", "num_clips", "num_frames")}
     out["psnr_per_clip"] = m["psnr_per_clip"]
+    out["frame_change"] = frame_change(generated)
     if estimator is not None:
         out["oks"] = frame_oks(estimator, generated, keypoints)
         refs = [np.asarray(kp, np.float64) for kp in keypoints]
@@ -123,6 +138,10 @@ def evaluate(recipe, summaries: dict[str, dict]) -> Path:
         pipe = PoseVideoPipeline.from_pretrained(out / stage.name / "pipeline").to(recipe.trainer.device)
         pipe.set_progress_bar_config(disable=True)
         generated[stage.name] = recipe.generate(pipe, clips, e.frames)
+    if len(clips) >= 2:   # the last stage with each clip's reference but the next clip's poses
+        swapped = [dataclasses.replace(c, conditions=clips[(i + 1) % len(clips)].conditions)
+                   for i, c in enumerate(clips)]
+        generated[f"{cfg.stages[-1].name} · other poses"] = recipe.generate(pipe, swapped, e.frames)
     metrics: dict[str, dict] = {}
     if clips:
         estimator = net = None
@@ -140,7 +159,7 @@ def evaluate(recipe, summaries: dict[str, dict]) -> Path:
         finally:
             if estimator is not None:
                 estimator.close()
-    gifs = {label: [save_gif(v, out / "eval" / label.replace(" ", "_") / f"{i:03d}.gif")
+    gifs = {label: [save_gif(v, out / "eval" / "clips" / label.replace(" ", "_") / f"{i:03d}.gif")
                     for i, v in enumerate(videos[:e.report_clips])] for label, videos in generated.items()}
     write_json_atomic(out / "results.json", {
         "recipe": "pose-video", "resolution": recipe.resolution, "eval_clips": len(clips), "eval_frames": e.frames,
@@ -171,7 +190,8 @@ def _report(recipe, summaries, metrics, gifs, conditions, read_metrics) -> Path:
                    "seconds": summaries.get(s.name, {}).get("seconds")} for s in cfg.stages])
     if metrics:
         report.heading(f"Held-out clips ({cfg.eval.clips} clips × {cfg.eval.frames} frames)")
-        report.table([{"model": label, **{k: m.get(k) for k in ("l1", "ssim", "psnr", "oks", "jitter", "video_kd")}}
+        report.table([{"model": label, **{k: m.get(k) for k in ("l1", "ssim", "psnr", "oks", "jitter", "video_kd",
+                                                                 "frame_change")}}
                       for label, m in metrics.items()])
         report.paragraph(
             "l1 (0–255) / ssim / psnr (dB): per frame against the ground truth; oks: MediaPipe's detection on each "
@@ -179,13 +199,15 @@ def _report(recipe, summaries, metrics, gifs, conditions, read_metrics) -> Path:
             "detected keypoints minus the true motion, per body scale (lower is steadier); video_kd: kernel "
             "distance of world-feature clip features (mean frame feature ⊕ mean frame-to-frame change) to the "
             "ground-truth clips, the offline FVD stand-in. 'reference' repeats the reference image (frame 0) for "
-            "every frame: a model that uses the pose must beat it on oks; 'ground truth' is the real clip.")
+            "every frame; 'ground truth' is the real clip; '· other poses' is the last stage given another clip's "
+            "poses (worse scores than with the right poses = the pose steers the figure); frame_change: mean "
+            "|x_{t+1} − x_t| (0–255), to compare with the ground truth's.")
     if conditions:
         report.heading("Clips (looping GIFs)", 3)
         labels = list(gifs)
         items = []
         for i, cond in enumerate(conditions):
-            items.append((save_gif(cond, out / "eval" / "pose" / f"{i:03d}.gif"), f"{i}: pose"))
+            items.append((save_gif(cond, out / "eval" / "conditions" / f"{i:03d}.gif"), f"{i}: pose"))
             items += [(gifs[label][i], f"{i}: {label}") for label in labels]
         report.animations(items, columns=len(labels) + 1, size=128)
     report.heading("Training curves")

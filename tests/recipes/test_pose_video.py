@@ -75,14 +75,15 @@ def test_three_phases_saved_as_pipelines(run):
 def test_results_and_report(run):
     results = json.loads((run / "results.json").read_text())
     m = results["metrics"]
-    assert set(m) == {"ground truth", "reference", "subject", "pose", "video"}
+    assert set(m) == {"ground truth", "reference", "subject", "pose", "video", "video · other poses"}
+    assert m["reference"]["frame_change"] == 0.0 and m["ground truth"]["frame_change"] > 0
     assert m["ground truth"]["psnr"] == 100.0 and m["ground truth"]["l1"] == 0.0
     assert 0 < m["reference"]["l1"] < m["subject"]["l1"]       # 2 training steps: noise is far from the truth
     assert all(np.isfinite(m[k]["video_kd"]) for k in m)
     assert m["video"]["num_frames"] == 2 * 3
     assert results["validation"]["video"][-1]["step"] == 3
     html = (run / "report.html").read_text()
-    assert html.count("data:image/gif;base64,") == 6           # pose + 5 models for one clip
+    assert html.count("data:image/gif;base64,") == 7           # pose + 6 models for one clip
 
 
 def test_resume_across_phase_boundary_and_inside_a_phase(run, tmp_path):
@@ -125,6 +126,13 @@ def test_phase_task_trains_only_the_named_blocks(tmp_path):
     assert pvr.phase_trainable(model, "video") == blocks["temporal"]
     assert "temporal_transformer_blocks" not in pvr.phase_trainable(model, "pose")
     assert pvr._trained_by("blocks.1.x", ["blocks.1"]) and not pvr._trained_by("blocks.10.x", ["blocks.1"])
+
+
+def test_frame_change_by_hand():
+    clip = np.zeros((3, 1, 2, 3), np.uint8)
+    clip[1] = 6
+    assert pve.frame_change([clip]) == 6.0                   # |6 − 0| then |0 − 6|
+    assert np.isnan(pve.frame_change([clip[:1]]))
 
 
 def test_clip_world_features_by_hand():
