@@ -326,17 +326,23 @@ class HgDpoRecipe:
         return runner.run(self.cfg.stages, self._train_stage)
 
     def _pool(self, k: int, stage: StageConfig):
-        """The scored pool of stage ``k`` (drawn now from the current model, or the first stage's)."""
+        """The scored pool of stage ``k``: drawn now from the current model (``pool.per_stage``, and always for the
+        first stage), else the first stage's pool as it was drawn."""
         cfg, pc = self.cfg, self.cfg.pool
         prompts = [s.caption for s in self.real]
-        folder = self.out / (stage.name if pc.per_stage or k == 0 else cfg.stages[0].name) / "pool"
-        fingerprint = {"base_model": cfg.base_model, "adapters": self.adapters_digest(), "prompts": prompts,
-                       "n": pc.images_per_prompt, "seed": pc.seed, "generation": self.generation}
-        if self.trainer.is_main:   # the main process draws the pool; the others read it
-            with torch.no_grad():
-                pool_lib.generate_pool(self.pipe, prompts, pc.images_per_prompt, pc.seed, folder, self.generation,
-                                       fingerprint, pc.batch_size, progress=True, generate=self.generate)
-        self.trainer.accelerator.wait_for_everyone()
+        if pc.per_stage or k == 0:
+            folder = self.out / stage.name / "pool"
+            fingerprint = {"base_model": cfg.base_model, "adapters": self.adapters_digest(), "prompts": prompts,
+                           "n": pc.images_per_prompt, "seed": pc.seed, "generation": self.generation}
+            if self.trainer.is_main:   # the main process draws the pool; the others read it
+                with torch.no_grad():
+                    pool_lib.generate_pool(self.pipe, prompts, pc.images_per_prompt, pc.seed, folder,
+                                           self.generation, fingerprint, pc.batch_size, progress=True,
+                                           generate=self.generate)
+            self.trainer.accelerator.wait_for_everyone()
+        else:
+            folder = self.out / cfg.stages[0].name / "pool"
+            fingerprint = json.loads((folder / "pool.json").read_text())
         images = pool_lib.read_pool(folder, len(prompts), pc.images_per_prompt)
         if self._reward is None:
             self._reward = pool_lib.build_reward(pc.reward, [s.image for s in self.real])

@@ -234,9 +234,14 @@ def test_sd3_hard_stage_with_pixel_statistics_and_reconstruction(bases, tmp_path
 
     stages = [_stage("normal", "normal", normal_winner="reconstruction", reconstruction_strength=0.5),
               _stage("hard", "hard", statistics={"weight": 1.0, "space": "pixel"}, dpo={"reference": "initial"})]
-    train_hg_dpo(_config(bases["sd3"], stages), tmp_path / "run")
+    train_hg_dpo(_config(bases["sd3"], stages, **{"pool.per_stage": False}), tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "hard" / "metrics.jsonl").read_text().splitlines()]
     assert np.isfinite(rows[-1]["statistics_loss"]) and rows[-1]["statistics_loss"] > 0
+    # one pool, the first stage's, serves both stages (drawn from the base: a B = 0 adapter)
+    assert not (tmp_path / "run" / "hard" / "pool").exists()
+    hard = read_pairs(tmp_path / "run" / "hard" / "pairs.parquet")
+    normal = read_pairs(tmp_path / "run" / "normal" / "pairs.parquet")
+    assert [np.asarray(p.loser).tolist() for p in hard] == [np.asarray(p.loser).tolist() for p in normal]
     stock = StableDiffusion3Pipeline.from_pretrained(bases["sd3"], text_encoder_3=None, tokenizer_3=None)
     stock.load_lora_weights(str(tmp_path / "run" / "hard" / "lora"))
 
@@ -285,3 +290,23 @@ def test_real_photos_from_an_image_folder_with_captions(bases, tmp_path):
     assert recipe.real[1].image.shape == (32, 32, 3) and recipe.real[1].image[0, 0].tolist() == [40, 90, 200]
     with pytest.raises(ConfigError, match="heldout_dir must differ"):
         _config(bases["sd"], STAGES[:1], real_dir=str(folder), heldout_dir=str(folder))
+
+
+def test_pixel_statistics_term_passes_gradients_through_the_vae_decoder():
+    from diffusers import DDPMScheduler
+
+    from tests.tiny_pipelines import build_pipeline
+
+    vae = build_pipeline("sd").vae.requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    z0_w, z0_l, noise = (torch.randn(2, 4, 16, 16, generator=g) for _ in range(3))
+    ddpm = DDPMObjective(DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    output = noise.clone().requires_grad_(True)
+    term, logs = statistics_term(_outputs(ddpm, z0_w, z0_l, output, torch.tensor([10, 20]), noise),
+                                 StatisticsConfig(weight=1.0, space="pixel"), vae)
+    with torch.no_grad():
+        decode = lambda z: vae.decode(z / vae.config.scaling_factor).sample   # noqa: E731
+        expected = statistics_matching_loss(decode(z0_l), decode(z0_w)).mean()
+    assert term.item() == pytest.approx(expected.item(), rel=1e-3)
+    term.backward()
+    assert output.grad is not None and output.grad.abs().sum() > 0
