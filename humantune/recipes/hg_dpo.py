@@ -303,8 +303,9 @@ class HgDpoRecipe:
                     p.copy_(v)
 
     def adapters_digest(self) -> str:
-        return digest([lora.lora_state_dict(m)[k] for m in self.adapted.values()
-                       for k in sorted(lora.lora_state_dict(m))])
+        """sha256 of the adapter weights as they are now (what a pool drawn from the current model depends on)."""
+        states = [lora.lora_state_dict(m) for m in self.adapted.values()]
+        return digest([state[k] for state in states for k in sorted(state)])
 
     def generate(self, prompts: list[str], seeds: list[int], progress: bool = False) -> list[Image.Image]:
         from humantune.models.generation import generate_images
