@@ -312,6 +312,15 @@ def load_clips(cfg: PoseVideoConfig, data_dir: str | Path, vae, latent_size: int
     return VideoClips(train, vae, latent_size, cfg.denoiser.reference_patch_size), heldout
 
 
+def _world_size(folder: str) -> int:
+    """Frame width of a video-world folder, from its manifest."""
+    try:
+        return int(json.loads((Path(folder) / "manifest.json").read_text())["width"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{folder}: not a video world ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                        "expected manifest.json with 'width'") from None
+
+
 def vae_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
@@ -431,8 +440,8 @@ def initial_denoiser(cfg: PoseVideoConfig, latent_channels: int, latent_size: in
 
 class PoseVideoRecipe:
     """``setup()`` loads the VAE and encodes the clips, ``train()`` runs the phases (each saved as a
-    PoseVideoPipeline), ``evaluate()`` scores every phase and the repeated-reference baseline on the held-out clips
-    and writes results.json and report.html."""
+    PoseVideoPipeline), then :func:`humantune.recipes.pose_video_eval.evaluate` scores every phase and the
+    repeated-reference baseline on the held-out clips and writes results.json and report.html."""
 
     def __init__(self, cfg: PoseVideoConfig, output_dir: str | Path, resume: bool = True,
                  allow_config_change: bool = False) -> None:
@@ -462,8 +471,7 @@ class PoseVideoRecipe:
             else:
                 self.vae, settings = load_vae(cfg.vae), None
                 train_sched = ddpm_schedulers()[0]
-                size = (cfg.train_data.world.size if cfg.train_data.path is None
-                        else read_video_world(cfg.train_data.path)[0].frames.shape[1])
+                size = cfg.train_data.world.size if cfg.train_data.path is None else _world_size(cfg.train_data.path)
                 if size % (vae_factor(self.vae) * cfg.denoiser.patch_size):
                     raise ConfigError(f"frame size {size} must be a multiple of the VAE factor × denoiser.patch_size "
                                       f"({vae_factor(self.vae)} × {cfg.denoiser.patch_size})")

@@ -175,3 +175,6 @@ def test_short_heldout_clips_are_refused_before_training(tmp_path):
     with pytest.raises(DataError, match="eval.frames"):
         pvr.train_pose_video(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()               # nothing left behind
+    assert pvr._world_size(str(world)) == 32
+    with pytest.raises(DataError, match="not a video world"):
+        pvr._world_size(str(tmp_path))
