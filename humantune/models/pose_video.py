@@ -20,8 +20,11 @@ Conditioning, with nothing outside the stock class:
 Classifier-free guidance drops both conditions (zero reference tokens, all-black pose) and combines
 ε = ε_u + s·(ε_c − ε_u) (:func:`guided_noise`). Image phases (1: subject-driven, 2: pose-guided) run the denoiser
 with ``enable_temporal_attentions=False``, one frame per sample; the video phase (3) enables the temporal blocks, whose
-output projections start at zero (:func:`zero_init_temporal`, as AnimateDiff's motion modules) so that phase 3
-starts from exactly the phase-2 image model.
+output projections start at zero (:func:`zero_init_temporal`, as AnimateDiff's motion modules), so each starts as the
+identity. Phase 3 does not start from exactly the image model, though: the stock Latte forward adds its fixed
+sin-cos frame embedding (``temp_pos_embed``, a non-persistent buffer) to the hidden states before the first temporal
+block whenever a clip has more than one frame, and the image phases never saw it; the training loss therefore jumps
+at the phase boundary and the temporal blocks learn to use (and undo) it.
 
 On disk: :class:`PoseVideoPipeline` is a ``DiffusionPipeline`` (``transformer``: LatteTransformer3DModel, ``vae``:
 AutoencoderKL, ``scheduler``: DDIMScheduler), saved with ``save_pretrained`` plus ``humantune_pose_video.json``

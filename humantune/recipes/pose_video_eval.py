@@ -178,8 +178,8 @@ def _report(recipe, summaries, metrics, gifs, conditions, read_metrics) -> Path:
     report = VideoReport(f"pose-video: {out.name}")
     report.paragraph(
         f"LatteTransformer3DModel denoiser at {recipe.resolution}² (latent {recipe.latent_size}²), reference image as "
-        "cross-attention tokens, OpenPose frames as input channels; phases: subject → pose → video (temporal blocks "
-        f"only). Training clips: {len(recipe.train_clips.raw)} × {recipe.train_clips.num_frames} frames. Generation: "
+        "cross-attention tokens (and input channels), OpenPose frames as input channels; phases: subject → pose → "
+        "video (temporal blocks only). Training clips: {len(recipe.train_clips.raw)} × {recipe.train_clips.num_frames} frames. Generation: "
         f"{cfg.generation.num_inference_steps} DDIM steps, guidance {cfg.generation.guidance_scale}.")
     report.heading("Stages")
     report.table([{"stage": s.name, "phase": s.phase, "frames": summaries.get(s.name, {}).get("frames"),
