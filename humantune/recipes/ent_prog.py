@@ -236,6 +236,10 @@ class EntProgTask:
 
 
 class EntProgRecipe:
+    """``run()``: open the run folder and set up the task, rank the blocks (CEI or random), measure the base's
+    held-out loss and samples, run the stages (:meth:`_train_stage`), the ``compare_with`` arms, and write
+    results.json and report.html."""
+
     def __init__(self, cfg: EntProgConfig, output_dir: str | Path, resume: bool = True,
                  allow_config_change: bool = False) -> None:
         self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
