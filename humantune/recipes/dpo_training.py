@@ -289,7 +289,9 @@ class DpoTask:
         only on ``seed``, so values at different steps (or stages) compare the same draws. Means over the draws,
         keys prefixed with ``prefix``."""
         held = copy.copy(self)
-        held.latents, held.extra_loss = latents, None
+        # the unwrapped modules: validation runs on the main process only, and a DDP-wrapped forward would wait for
+        # the other processes (its buffer broadcast)
+        held.latents, held.extra_loss, held.modules = latents, None, dict(self.trained)
         device = next(self.denoiser.parameters()).device
         if getattr(self, "_heldout_text", (None, None))[0] is not latents:
             self._heldout_text = (latents, PromptConditioning(self.pipe, self.family, latents.captions,

@@ -345,6 +345,14 @@ def test_heldout_pairs_are_scored_at_fixed_noise(bases, pairs_dir, tmp_path):
     assert moved == task.pair_terms(held, seed=0)                     # the same draws every time
     assert moved["heldout_model_err_w"] != moved["heldout_ref_err_w"]
     assert moved["heldout_ref_err_w"] == pytest.approx(start["heldout_ref_err_w"], rel=1e-6)
+    # validation runs on the main process only: never through the engine's (DDP-)wrapped modules, whose forward
+    # would wait for the other processes
+    class Wrapped(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the wrapped module ran")
+
+    task.attach({"unet": Wrapped()})
+    assert task.pair_terms(held, seed=0) == moved
     with pytest.raises(ConfigError, match="validation_pairs 4: pairs 'p' has only 4 pairs"):
         split_heldout(recipe.latents, 4, "p")
 
