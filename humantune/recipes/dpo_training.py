@@ -292,7 +292,7 @@ class DpoTask:
         # the unwrapped modules: validation runs on the main process only, and a DDP-wrapped forward would wait for
         # the other processes (its buffer broadcast)
         held.latents, held.extra_loss, held.modules = latents, None, dict(self.trained)
-        device = next(self.denoiser.parameters()).device
+        device = next(held.denoiser.parameters()).device
         if getattr(self, "_heldout_text", (None, None))[0] is not latents:
             self._heldout_text = (latents, PromptConditioning(self.pipe, self.family, latents.captions,
                                                               self.text.trained, self.text.max_sequence_length,
