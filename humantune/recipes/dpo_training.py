@@ -339,8 +339,10 @@ class DpoTask:
             for k, module in zip(self.trained, modules):
                 params = lora.lora_parameters(module)
                 saved[k] = [p.detach().clone() for p in params]
+                if self.initial[k] and self.initial[k][0].device != params[0].device:   # once, after placement
+                    self.initial[k] = [ref.to(p.device) for p, ref in zip(params, self.initial[k])]
                 for p, ref in zip(params, self.initial[k]):
-                    p.copy_(ref.to(p.device, p.dtype))
+                    p.copy_(ref)
         try:
             yield
         finally:
