@@ -382,3 +382,19 @@ def test_bf16_with_gradient_checkpointing(bases, pairs_dir, tmp_path, full, fres
     assert recipe.pipe.vae.dtype == torch.bfloat16                          # frozen weights in bf16
     if not full:
         assert np.isfinite(read_validation(tmp_path / "run" / "dpo")[-1]["heldout_dpo_loss"])
+
+
+def test_objective_follows_the_family_and_the_scheduler():
+    from diffusers import DDIMScheduler
+
+    from humantune.losses.objectives import DDPMObjective, FlowMatchingConfig, RectifiedFlowObjective
+    from humantune.models.families import FAMILIES
+    from tests.tiny_pipelines import build_pipeline
+
+    pipe = build_pipeline("sd")
+    assert objective_for(pipe, FAMILIES["sd"]).prediction_type == "epsilon"
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    v = objective_for(pipe, FAMILIES["sd"])
+    assert isinstance(v, DDPMObjective) and v.prediction_type == "v_prediction"
+    flow = objective_for(build_pipeline("sd3"), FAMILIES["sd3"], FlowMatchingConfig(shift=3.0))
+    assert isinstance(flow, RectifiedFlowObjective) and flow.shift == 3.0 and not flow.cfg.precondition_outputs
