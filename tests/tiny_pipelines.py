@@ -56,3 +56,27 @@ def save_pipeline(family: str, out_dir: Path, seed: int = 0) -> Path:
     (out_dir / "humantune.json").write_text(json.dumps({"name": f"test-{family}", "family": family,
                                                         "generation": generation}))
     return out_dir
+
+
+def build_sdxl_pipeline(seed: int = 0, tokenizer_dir: Path | None = None):
+    """A random tiny ``StableDiffusionXLPipeline``: CLIPTextModel + CLIPTextModelWithProjection over the caption
+    grammar, an SDXL-layout UNet (text_time added embedding), the DDIM scheduler of the sd family."""
+    import tempfile
+
+    tok_dir = tokenizer_dir or Path(tempfile.mkdtemp(prefix="tok"))
+    tokenizer = build_clip_tokenizer(sorted(caption_words(GRAMMAR), key=len, reverse=True), tok_dir, TEXT.max_length)
+    torch.manual_seed(seed)
+    _, ddim = tiny.ddpm_schedulers()
+    return tiny.assemble_sdxl(tiny.build_vae(VAE), tiny.build_text_encoder(TEXT, tokenizer), tokenizer,
+                              tiny.build_text_encoder_with_projection(TEXT, tokenizer), tokenizer,
+                              tiny.build_unet_sdxl(UNET, 4, SIZE // 2, TEXT), ddim)
+
+
+def save_sdxl_pipeline(out_dir: Path, seed: int = 0) -> Path:
+    """Build and save a tiny SDXL pipeline with a ``humantune.json`` (2 steps, guidance 2, 32²)."""
+    pipe = build_sdxl_pipeline(seed, out_dir.parent / f"{out_dir.name}_tokenizer")
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    generation = {"num_inference_steps": 2, "guidance_scale": 2.0, "height": SIZE, "width": SIZE}
+    (out_dir / "humantune.json").write_text(json.dumps({"name": "test-sdxl", "family": "sdxl",
+                                                        "generation": generation}))
+    return out_dir

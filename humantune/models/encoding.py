@@ -88,10 +88,11 @@ class PromptConditioning:
     """The text conditioning of a dataset's captions, by sample index, exactly as the pipeline's ``encode_prompt``
     builds it.
 
-    With frozen text encoders the embeddings (and SD3's pooled projections) are computed once with the pipeline's own
-    ``encode_prompt``; with trained ones (a text-encoder LoRA) the token ids are kept and every call encodes them
-    with the encoders it is given (:func:`humantune.models.tiny.encode_prompt_sd` /
-    :func:`~humantune.models.tiny.encode_prompt_sd3`), while SD3's T5 slots (zeros without T5) stay cached."""
+    With frozen text encoders the embeddings (and SDXL's / SD3's pooled embeddings) are computed once with the
+    pipeline's own ``encode_prompt``; with trained ones (a text-encoder LoRA) the token ids are kept and every call
+    encodes them with the encoders it is given (:func:`humantune.models.tiny.encode_prompt_sd` /
+    :func:`~humantune.models.tiny.encode_prompt_sdxl` / :func:`~humantune.models.tiny.encode_prompt_sd3`), while
+    SD3's T5 slots (zeros without T5) stay cached."""
 
     @torch.no_grad()
     def __init__(self, pipe, family, captions: list[str], trained: bool, max_sequence_length: int = 0,
@@ -107,8 +108,10 @@ class PromptConditioning:
             embeds = torch.cat([pipe.encode_prompt(c, device, 1, False)[0].float().cpu() for c in chunks])
             pooled = None
         else:
-            parts = [pipe.encode_prompt(c, None, None, device=device, do_classifier_free_guidance=False,
-                                        max_sequence_length=max_sequence_length) for c in chunks]
+            # SDXL's encode_prompt has no max_sequence_length (no T5)
+            extra = {"max_sequence_length": max_sequence_length} if family.name == "sd3" else {}
+            parts = [pipe.encode_prompt(c, None, device=device, do_classifier_free_guidance=False, **extra)
+                     for c in chunks]
             embeds = torch.cat([p[0].float().cpu() for p in parts])
             pooled = torch.cat([p[2].float().cpu() for p in parts])
         self.embeds = embeds[where]
@@ -119,7 +122,7 @@ class PromptConditioning:
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(encoder hidden states, pooled projections or None) of ``samples``; ``encoders`` (component name →
         module, e.g. the engine-wrapped adapted text encoders) are used when the text encoders train."""
-        from humantune.models.tiny import encode_prompt_sd, encode_prompt_sd3
+        from humantune.models.tiny import encode_prompt_sd, encode_prompt_sd3, encode_prompt_sdxl
 
         if not self.trained:
             return self.embeds[samples], None if self.pooled is None else self.pooled[samples]
@@ -127,6 +130,8 @@ class PromptConditioning:
         ids = [t[samples].to(device) for t in self.token_ids]
         if self.family.name == "sd":
             return encode_prompt_sd(encoders["text_encoder"], ids[0]), None
+        if self.family.name == "sdxl":
+            return encode_prompt_sdxl(encoders["text_encoder"], encoders["text_encoder_2"], ids[0], ids[1])
         length = self.max_sequence_length
         clip, pooled = encode_prompt_sd3(encoders["text_encoder"], encoders["text_encoder_2"], ids[0], ids[1],
                                          self.joint_attention_dim, length)

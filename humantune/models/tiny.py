@@ -1,11 +1,13 @@
-"""Tiny base models of the real classes: what ``StableDiffusionPipeline`` (SD1.5-style) and
+"""Tiny base models of the real classes: what ``StableDiffusionPipeline`` (SD1.5-style),
+``StableDiffusionXLPipeline`` (SDXL-style: two CLIP encoders, micro-conditioned UNet) and
 ``StableDiffusion3Pipeline`` (SD3-style MMDiT, no T5) load, at sizes a CPU trains in about an hour.
 
 Every builder returns a stock diffusers / transformers module built from a typed config, so a pipeline assembled
 here is saved with ``save_pretrained`` and loaded anywhere with ``from_pretrained``. The text encoders see prompts
 through :mod:`humantune.models.tokenizer`'s caption-grammar vocabulary.
 
-Prompt encoding used for training is :func:`encode_prompt_sd` / :func:`encode_prompt_sd3`, which compute exactly
+Prompt encoding used for training is :func:`encode_prompt_sd` / :func:`encode_prompt_sdxl` /
+:func:`encode_prompt_sd3`, which compute exactly
 what the pipelines' own ``encode_prompt`` computes (tested), batched over token ids.
 """
 
@@ -22,7 +24,7 @@ from humantune.config import option
 if TYPE_CHECKING:  # diffusers and transformers load in the builders: importing a recipe's config stays fast
     from diffusers import (
         AutoencoderKL, DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
-        StableDiffusion3Pipeline, StableDiffusionPipeline, UNet2DConditionModel,
+        StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -125,6 +127,26 @@ def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, cross_at
     )
 
 
+def build_unet_sdxl(cfg: UNetConfig, latent_channels: int, latent_size: int, text: TextEncoderConfig,
+                    addition_time_embed_dim: int = 8) -> UNet2DConditionModel:
+    """The SDXL UNet layout: cross-attention to both CLIP encoders' hidden states concatenated (2 × hidden_size),
+    linear attention projections, and the ``text_time`` added embedding of text_encoder_2's pooled projection plus
+    the 6 size/crop ``time_ids`` (each embedded in ``addition_time_embed_dim``)."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
+        layers_per_block=cfg.layers_per_block, block_out_channels=tuple(cfg.block_out_channels),
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        cross_attention_dim=2 * text.hidden_size, attention_head_dim=cfg.attention_heads,
+        norm_num_groups=cfg.norm_num_groups, use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=addition_time_embed_dim,
+        projection_class_embeddings_input_dim=6 * addition_time_embed_dim + text.projection_dim,
+    )
+
+
 def build_transformer(cfg: TransformerConfig, latent_channels: int, latent_size: int, text: TextEncoderConfig) -> SD3Transformer2DModel:
     from diffusers import SD3Transformer2DModel
 
@@ -156,6 +178,15 @@ def assemble_sd(vae, text_encoder, tokenizer, unet, scheduler) -> StableDiffusio
                                    requires_safety_checker=False)
 
 
+def assemble_sdxl(vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, unet,
+                  scheduler) -> StableDiffusionXLPipeline:
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                     text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, unet=unet,
+                                     scheduler=scheduler, add_watermarker=False)
+
+
 def assemble_sd3(vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
                  scheduler: FlowMatchEulerDiscreteScheduler) -> StableDiffusion3Pipeline:
     from diffusers import StableDiffusion3Pipeline
@@ -183,3 +214,15 @@ def encode_prompt_sd3(text_encoder, text_encoder_2, input_ids: torch.Tensor, inp
     t5 = clip.new_zeros(clip.shape[0], max_sequence_length, joint_attention_dim)
     pooled = torch.cat([out1[0], out2[0]], dim=-1)
     return torch.cat([clip, t5], dim=-2), pooled
+
+
+def encode_prompt_sdxl(text_encoder, text_encoder_2, input_ids: torch.Tensor, input_ids_2: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL conditioning, as ``StableDiffusionXLPipeline.encode_prompt`` builds it (clip_skip None): the
+    penultimate hidden state of ``text_encoder`` (CLIPTextModel) and of ``text_encoder_2``
+    (CLIPTextModelWithProjection), concatenated on the feature axis; pooled = ``text_encoder_2``'s projected
+    output (the pipeline's "pooled output of the final text encoder"). Returns ``(prompt_embeds,
+    pooled_prompt_embeds)``."""
+    out1 = text_encoder(input_ids, output_hidden_states=True)
+    out2 = text_encoder_2(input_ids_2, output_hidden_states=True)
+    return torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1), out2[0]
