@@ -5,7 +5,9 @@ with their pitfalls closed.
 text-to-image model on preference pairs (winner, loser, caption) with the loss
 :func:`~humantune.losses.dpo.diffusion_dpo_loss`, one stage on the shared engine (:mod:`.dpo_training`):
 
-- both families: ``StableDiffusionPipeline`` (UNet, ε- or v-prediction from its scheduler) and
+- three families: ``StableDiffusionPipeline`` (UNet, ε- or v-prediction from its scheduler),
+  ``StableDiffusionXLPipeline`` (UNet on both CLIP encoders, pooled text_embeds + time_ids (H, W, 0, 0, H, W) of
+  the training resolution, as diffusers' ``train_diffusion_dpo_sdxl.py``; configs/diffusion_dpo/sdxl.yaml) and
   ``StableDiffusion3Pipeline`` (MMDiT, rectified flow, target ε − x₀, :class:`FlowMatchingConfig`);
 - winner and loser share their noise and timestep; errors are per-sample means (β does not change with the
   resolution); the sigmoid is applied per pair; β in a named convention (``dpo.beta_convention``);
@@ -30,7 +32,8 @@ Running the same command again resumes exactly from the last checkpoint.
 
 Assumes: square images (resized on the short side and centre-cropped); no random flips; a T5 encoder, when the
 base has one, is used only to cache embeddings; under mixed precision frozen weights are cast and adapters stay
-float32. SDXL is not covered (the family table has no SDXL entry).
+float32; pairs are VAE-encoded in float32 whatever the training precision (a half-precision SDXL VAE gives NaN
+latents; ``vae`` swaps in another, e.g. ``madebyollin/sdxl-vae-fp16-fix``); SDXL's crop coordinates are (0, 0).
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ class DiffusionDpoConfig:
     """``humantune train diffusion-dpo``: Diffusion-DPO fine-tuning on preference pairs."""
 
     model: str = option("tiny-sd", "the model to tune: shipped name (humantune models list), pipeline directory or "
-                                   "hub id; StableDiffusionPipeline or StableDiffusion3Pipeline")
+                                   "hub id; StableDiffusionPipeline, StableDiffusionXLPipeline or "
+                                   "StableDiffusion3Pipeline")
     pairs: str = option("mannequin", "preference pairs: a Pick-a-Pic parquet file or folder of shards (jpg_0, jpg_1, "
                                      "label_0, caption), a folder with pairs.jsonl, or 'mannequin' (offline pairs)")
     mannequin: MannequinPairsConfig = option(MannequinPairsConfig(), "the offline pairs of pairs: mannequin")

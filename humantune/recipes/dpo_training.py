@@ -51,7 +51,7 @@ from humantune.losses.objectives import (
 )
 from humantune.models import lora
 from humantune.models.encoding import PromptConditioning, cached_tensors, digest, encode_latent_stats
-from humantune.models.families import Family, family_of
+from humantune.models.families import Family, denoise, family_of
 from humantune.train.engine import Trainer, TrainConfig
 from humantune.train.sampling import BatchRandom
 
@@ -316,10 +316,9 @@ class DpoTask:
         return self.modules.get(self.family.denoiser, self.pipe.components[self.family.denoiser])
 
     def _denoise(self, denoiser, noisy, timesteps, cond, pooled):
-        if self.family.name == "sd":
-            return denoiser(noisy, timesteps, cond).sample
-        return denoiser(hidden_states=noisy, encoder_hidden_states=cond, pooled_projections=pooled,
-                        timestep=timesteps).sample
+        # the image size the latents decode to: SDXL's time_ids (the pipeline's default call at that size)
+        size = (noisy.shape[-2] * self.pipe.vae_scale_factor, noisy.shape[-1] * self.pipe.vae_scale_factor)
+        return denoise(self.family, denoiser, noisy, timesteps, cond, pooled, size)
 
     def _conditioning(self, samples: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor | None]:
         cond, pooled = self.text(samples, self.modules)

@@ -1,13 +1,16 @@
 """Recipe: DreamBooth + LoRA fine-tuning that corrects anomalous human images (``shared/papers.md`` §4).
 
 For prompts where a text-to-image model draws broken bodies ("a man in a red shirt and blue jeans lying on the
-grass"), train a LoRA on a handful of correct images of those prompts, then generate again. Both families:
+grass"), train a LoRA on a handful of correct images of those prompts, then generate again. Three families:
 
 - ``StableDiffusion3Pipeline`` (MMDiT): rectified-flow loss with logit-normal (or uniform) timestep sampling, an
   explicit loss weighting and an explicit choice of diffusers' output preconditioning
   (:class:`~humantune.losses.objectives.RectifiedFlowObjective`); LoRA on the transformer's attention
   projections (to_q/to_k/to_v/to_out.0 by default, optionally the text stream's add_*_proj/to_add_out);
-- ``StableDiffusionPipeline`` (UNet): ε- (or v-) prediction loss, optional Min-SNR-γ; LoRA on to_q/to_k/to_v/to_out.0.
+- ``StableDiffusionPipeline`` (UNet): ε- (or v-) prediction loss, optional Min-SNR-γ; LoRA on to_q/to_k/to_v/to_out.0;
+- ``StableDiffusionXLPipeline`` (UNet on both CLIP encoders): as SD1.5, with the pooled text embedding and the
+  time_ids (H, W, 0, 0, H, W) of the training resolution (:func:`~humantune.models.families.denoise`); a
+  text-encoder LoRA adapts both encoders and is saved for ``StableDiffusionXLPipeline.load_lora_weights``.
 
 The family is read from the base model's pipeline class. Options: LoRA on the CLIP text encoder(s) with their own
 learning rate; prior preservation with class images the base model generates once (cached in
@@ -57,7 +60,7 @@ from humantune.losses.objectives import (
 )
 from humantune.models import lora
 from humantune.models.encoding import PromptConditioning, encode_latent_stats
-from humantune.models.families import Family, family_of
+from humantune.models.families import Family, denoise, family_of
 from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig
 from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
@@ -121,7 +124,8 @@ class DreamBoothLoraConfig:
     """``humantune train dreambooth-lora``: correct a failing prompt with DreamBooth + LoRA."""
 
     base_model: str = option("tiny-sd3", "the model to correct: shipped name (humantune models list), pipeline "
-                                         "directory or hub id; StableDiffusionPipeline or StableDiffusion3Pipeline")
+                                         "directory or hub id; StableDiffusionPipeline, StableDiffusionXLPipeline "
+                                         "or StableDiffusion3Pipeline")
     instance: InstanceConfig = option(InstanceConfig(), "the correct images")
     prior: PriorConfig = option(PriorConfig(), "prior preservation")
     lora: lora.PipelineLoraConfig = option(
@@ -130,7 +134,7 @@ class DreamBoothLoraConfig:
         "encoders' (with their own learning_rate, e.g. 5e-6)")
     flow: FlowMatchingConfig = option(FlowMatchingConfig(precondition_outputs=True),
                                       "flow-matching loss (StableDiffusion3Pipeline; diffusers' settings)")
-    snr_gamma: float | None = option(None, "Min-SNR-γ weighting of the ε loss (StableDiffusionPipeline); null: "
+    snr_gamma: float | None = option(None, "Min-SNR-γ weighting of the ε loss (UNet pipelines: SD1.5, SDXL); null: "
                                            "plain MSE")
     resolution: int | None = option(None, "training (and validation) image size; null: the model's own (its "
                                           "humantune.json, else the denoiser's sample size × VAE factor)")
@@ -184,12 +188,14 @@ class DreamBoothLoraTask:
     def __init__(self, family: Family, adapted: dict, frozen: dict, groups: dict[str, lora.LoraConfig],
                  learning_rate: float, objective: Objective, latents: torch.Tensor, latent_shift: float,
                  latent_scale: float, text: PromptConditioning, num_instance: int, num_class: int,
-                 prior_loss_weight: float, validate: Callable[[int, Path], dict]):
+                 prior_loss_weight: float, validate: Callable[[int, Path], dict],
+                 image_size: tuple[int, int] | None = None):
         self.family, self.adapted, self.frozen, self.groups = family, adapted, frozen, groups
         self.learning_rate, self.objective = learning_rate, objective
         self.latents, self.latent_shift, self.latent_scale, self.text = latents, latent_shift, latent_scale, text
         self.num_instance, self.num_class, self.prior_loss_weight = num_instance, num_class, prior_loss_weight
         self._validate = validate
+        self.image_size = image_size   # (H, W) in pixels: SDXL's time_ids
 
     def trainable_modules(self):
         return dict(self.adapted)
@@ -222,12 +228,8 @@ class DreamBoothLoraTask:
         samples = training_sample_indices(batch, self.num_instance, self.num_class)
         z0, (cond, pooled) = self.batch_inputs(samples, generator)
         noised = self.objective.noise(z0.to(device), generator)
-        denoiser = self.modules[self.family.denoiser]
-        if self.family.name == "sd":
-            output = denoiser(noised.noisy, noised.timesteps, cond.to(device)).sample
-        else:
-            output = denoiser(hidden_states=noised.noisy, encoder_hidden_states=cond.to(device),
-                              pooled_projections=pooled.to(device), timestep=noised.timesteps).sample
+        output = denoise(self.family, self.modules[self.family.denoiser], noised.noisy, noised.timesteps,
+                         cond.to(device), None if pooled is None else pooled.to(device), self.image_size)
         per_sample = self.objective.loss(output, noised)
         if self.num_class:
             total, instance, prior = prior_preservation_loss(per_sample, self.prior_loss_weight)
@@ -295,7 +297,7 @@ class DreamBoothLoraRecipe:
         self.max_sequence_length = self._max_sequence_length()
         self.text = PromptConditioning(pipe, self.family, self.captions, cfg.lora.text_encoder is not None,
                                        self.max_sequence_length, self.trainer.device)
-        if self.family.name == "sd":
+        if self.family.objective == "ddpm":
             from diffusers import DDPMScheduler
 
             self.objective = DDPMObjective(DDPMScheduler.from_config(pipe.scheduler.config), cfg.snr_gamma)
@@ -401,7 +403,7 @@ class DreamBoothLoraRecipe:
         self.task = DreamBoothLoraTask(
             self.family, adapted, frozen, self.lora_groups, cfg.train.learning_rate, self.objective, self.latents,
             self.latent_shift, self.latent_scale, self.text, self.num_instance, self.num_class,
-            cfg.prior.loss_weight, self.validation_grid)
+            cfg.prior.loss_weight, self.validation_grid, (self.resolution, self.resolution))
         return self.trainer.fit(self.task, cfg.train, self.out / "dreambooth", resume=self.resume,
                                 desc=f"dreambooth-lora ({self.family.name})")
 
@@ -470,7 +472,8 @@ def lora_card(info: dict) -> str:
                 "pipe = StableDiffusion3Pipeline.from_pretrained(BASE)  # a T5-less tiny base also needs "
                 "text_encoder_3=None, tokenizer_3=None\n")
     else:
-        load = "from diffusers import StableDiffusionPipeline\npipe = StableDiffusionPipeline.from_pretrained(BASE)\n"
+        cls = info["pipeline"]
+        load = f"from diffusers import {cls}\npipe = {cls}.from_pretrained(BASE)\n"
     data = f"{info['num_instance_images']} correct images"
     if info["num_class_images"]:
         data += f" and {info['num_class_images']} class images (prior preservation)"
