@@ -108,8 +108,8 @@ class PromptConditioning:
             embeds = torch.cat([pipe.encode_prompt(c, device, 1, False)[0].float().cpu() for c in chunks])
             pooled = None
         else:
-            # SDXL's encode_prompt has no max_sequence_length (no T5)
-            extra = {"max_sequence_length": max_sequence_length} if family.name == "sd3" else {}
+            # SD3's encode_prompt also takes the T5 prompt and its length; SDXL's has neither
+            extra = {"prompt_3": None, "max_sequence_length": max_sequence_length} if family.name == "sd3" else {}
             parts = [pipe.encode_prompt(c, None, device=device, do_classifier_free_guidance=False, **extra)
                      for c in chunks]
             embeds = torch.cat([p[0].float().cpu() for p in parts])

@@ -89,6 +89,9 @@ class DiffusionDpoConfig:
     pairs: str = option("mannequin", "preference pairs: a Pick-a-Pic parquet file or folder of shards (jpg_0, jpg_1, "
                                      "label_0, caption), a folder with pairs.jsonl, or 'mannequin' (offline pairs)")
     mannequin: MannequinPairsConfig = option(MannequinPairsConfig(), "the offline pairs of pairs: mannequin")
+    vae: str | None = option(None, "another AutoencoderKL in place of the model's (a directory holding its "
+                                   "config.json or a pipeline's vae/, or a hub id), e.g. madebyollin/sdxl-vae-fp16-fix "
+                                   "for SDXL under fp16; null: the model's own (pairs are always encoded in float32)")
     max_pairs: int | None = option(None, "use at most this many pairs (the first ones, after dropped ties)")
     validation_pairs: int = option(0, "pairs held out of training (evenly spaced through the set) whose implicit "
                                       "accuracy and reward margin every validation logs at fixed noise")
@@ -156,7 +159,9 @@ class DiffusionDpoRecipe:
         self.source = resolve_model(cfg.model)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.train.mixed_precision, torch.float32)
         self.pipe = pipe = load_pipeline(self.source, dtype=dtype)
-        self.family = family_of(pipe, f"model '{cfg.model}' (diffusion-dpo trains either)")
+        self.family = family_of(pipe, f"model '{cfg.model}'")
+        if cfg.vae is not None:
+            pipe.register_modules(vae=load_vae(cfg.vae, dtype))
         for m in pipe.components.values():
             if isinstance(m, torch.nn.Module):
                 m.requires_grad_(False).eval()
@@ -325,6 +330,21 @@ class DiffusionDpoRecipe:
             report.heading("Load the result")
             report.code(f"pipe.load_lora_weights({str(self.out / 'lora')!r})")
         return report.save(self.out / "report.html")
+
+
+def load_vae(source: str, dtype: torch.dtype):
+    """The ``AutoencoderKL`` at ``source`` (a directory with its config.json, a pipeline directory with a vae/
+    folder, or a hub id in the cache) in ``dtype``; ConfigError naming ``vae`` otherwise."""
+    from diffusers import AutoencoderKL
+
+    path = Path(source).expanduser()
+    kw = {"subfolder": "vae"} if (path / "vae" / "config.json").is_file() else {}
+    try:
+        return AutoencoderKL.from_pretrained(str(path) if path.is_dir() else source, torch_dtype=dtype, **kw)
+    except (OSError, ValueError, EnvironmentError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"vae '{source}': cannot load an AutoencoderKL from it (a directory with config.json, a "
+                          f"pipeline directory with vae/, or a hub id in the cache): {first}") from None
 
 
 def split_heldout(latents: PairLatents, n: int, source: str) -> tuple[PairLatents, PairLatents | None]:

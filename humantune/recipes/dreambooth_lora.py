@@ -277,7 +277,7 @@ class DreamBoothLoraRecipe:
         # the adapters are kept in float32 for the optimizer.
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.train.mixed_precision, torch.float32)
         self.pipe = pipe = load_pipeline(self.source, dtype=dtype)
-        self.family = family_of(pipe, f"base_model '{cfg.base_model}' (dreambooth-lora trains either)")
+        self.family = family_of(pipe, f"base_model '{cfg.base_model}'")
         for m in pipe.components.values():
             if isinstance(m, torch.nn.Module):
                 m.requires_grad_(False).eval()

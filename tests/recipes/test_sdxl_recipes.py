@@ -12,9 +12,10 @@ from PIL import Image
 from safetensors import safe_open
 
 from humantune.config import load_config
+from humantune.errors import ConfigError
 from humantune.data.preference_pairs import PreferencePair, write_pairs_folder
 from humantune.models.families import FAMILIES, denoise
-from humantune.recipes.diffusion_dpo import DiffusionDpoConfig, DiffusionDpoRecipe
+from humantune.recipes.diffusion_dpo import DiffusionDpoConfig, DiffusionDpoRecipe, load_vae
 from humantune.recipes.dreambooth_lora import DreamBoothLoraConfig, DreamBoothLoraRecipe
 from humantune.train.engine import read_metrics
 from tests.tiny_pipelines import SIZE, save_sdxl_pipeline
@@ -63,7 +64,7 @@ def _check_stock_load(base, lora_dir, trained_pipe, prompt):
 def test_diffusion_dpo_trains_sdxl_and_stock_diffusers_loads_the_lora(base, pairs_dir, tmp_path):
     sets = [f"model={base}", f"pairs={pairs_dir}", "train.max_steps=2", "train.batch_size=2",
             "train.checkpoint_every=2", "train.learning_rate=1e-2", "train.lr_warmup_steps=0", "dpo.beta=5000",
-            "dpo.beta_convention=half", "lora.denoiser.rank=4", f"validation_prompts={json.dumps(PROMPTS[:1])}"]
+            "dpo.beta_convention=half", "lora.denoiser.rank=4", f"vae={base}", f"validation_prompts={json.dumps(PROMPTS[:1])}"]
     recipe = DiffusionDpoRecipe(load_config(DiffusionDpoConfig, None, sets), tmp_path / "run")
     recipe.run()
     assert recipe.family is FAMILIES["sdxl"]
@@ -100,3 +101,14 @@ def test_dreambooth_lora_trains_sdxl_with_both_text_encoders(base, tmp_path):
     for i in (0, 2):   # embeddings, pooled
         torch.testing.assert_close(theirs[i], ours[i], rtol=1e-5, atol=1e-5)
         assert (theirs[i] - plain[i]).abs().max() > 1e-4
+
+
+def test_a_replacement_vae_loads_from_a_pipeline_or_vae_folder_and_a_bad_one_is_a_config_error(base, tmp_path):
+    from_pipeline = load_vae(str(base), torch.float16)
+    from_folder = load_vae(str(base / "vae"), torch.float32)
+    assert from_pipeline.dtype == torch.float16 and from_folder.dtype == torch.float32
+    for (name, a), b in zip(from_folder.state_dict().items(), from_pipeline.state_dict().values()):
+        torch.testing.assert_close(a, b.float(), rtol=1e-3, atol=1e-3, msg=name)
+    with pytest.raises(ConfigError, match=f"vae '{tmp_path / 'none'}': cannot load an AutoencoderKL") as e:
+        load_vae(str(tmp_path / "none"), torch.float32)
+    assert "\n" not in str(e.value)
