@@ -104,7 +104,7 @@ def summarise(runs: dict[tuple[int, str], dict]) -> dict:
     per_seed = []
     for s in seeds:
         full = runs[(s, "full")]
-        target = full["final_loss"]
+        target = full["curve"][-1][1]   # full FT's last evaluation (the value its curve holds, to the last bit)
         t_full = time_to_reach(full["curve"], target)
         for arm in ARM_ORDER:
             r = runs[(s, arm)]
@@ -160,7 +160,8 @@ def read_run(run_dir: Path) -> dict:
     state = res["peak_state_bytes"]
     return {"curve": res["curve"], "final_loss": res["heldout_loss"]["mean"], "total_seconds": res["curve"][-1][0],
             "cei_seconds": res["cei_seconds"], "mean_step_seconds": state["mean_step_seconds"],
-            "peak_rss_bytes": proc["peak_rss_bytes"], "state_bytes": state["total"],
+            "peak_rss_bytes": proc["peak_rss_bytes"], "process_seconds": proc["process_seconds"],
+            "state_bytes": state["total"],
             "activation_bytes": state["max_activations"], "state_by_phase": state["by_phase"],
             "choices": [v.get("choice", {}).get("m") for v in res["stages"].values()]}
 
@@ -205,7 +206,10 @@ def main() -> None:
             for arm, a in summary["arms"].items()]
     path = write_result("ent_prog", {
         "settings": {"config": str(CONFIG.relative_to(ROOT)), "seeds": args.seeds, "quick": args.quick,
-                     "threads": 1, "wall_seconds": time.perf_counter() - t0},
+                     "threads": 1, "wall_seconds": time.perf_counter() - t0,
+                     "run_process_seconds": sum(r["process_seconds"] for r in runs.values()),
+                     "note": "wall_seconds: this invocation (finished runs in --work are read back, not rerun); "
+                             "run_process_seconds: all runs' processes"},
         **summary}, args.out)
     print_table(rows, list(rows[0]))
     print(f"wrote {path}")
