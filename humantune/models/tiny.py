@@ -113,7 +113,9 @@ def build_text_encoder_with_projection(cfg: TextEncoderConfig, tokenizer: CLIPTo
     return CLIPTextModelWithProjection(_clip_config(cfg, tokenizer))
 
 
-def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, cross_attention_dim: int) -> UNet2DConditionModel:
+def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, cross_attention_dim: int,
+               **extra) -> UNet2DConditionModel:
+    """The SD1.5 UNet layout; ``extra``: further ``UNet2DConditionModel`` arguments (:func:`build_unet_sdxl`)."""
     from diffusers import UNet2DConditionModel
 
     n = len(cfg.block_out_channels)
@@ -123,7 +125,7 @@ def build_unet(cfg: UNetConfig, latent_channels: int, latent_size: int, cross_at
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         cross_attention_dim=cross_attention_dim, attention_head_dim=cfg.attention_heads,
-        norm_num_groups=cfg.norm_num_groups,
+        norm_num_groups=cfg.norm_num_groups, **extra,
     )
 
 
@@ -132,19 +134,9 @@ def build_unet_sdxl(cfg: UNetConfig, latent_channels: int, latent_size: int, tex
     """The SDXL UNet layout: cross-attention to both CLIP encoders' hidden states concatenated (2 × hidden_size),
     linear attention projections, and the ``text_time`` added embedding of text_encoder_2's pooled projection plus
     the 6 size/crop ``time_ids`` (each embedded in ``addition_time_embed_dim``)."""
-    from diffusers import UNet2DConditionModel
-
-    n = len(cfg.block_out_channels)
-    return UNet2DConditionModel(
-        sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
-        layers_per_block=cfg.layers_per_block, block_out_channels=tuple(cfg.block_out_channels),
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-        cross_attention_dim=2 * text.hidden_size, attention_head_dim=cfg.attention_heads,
-        norm_num_groups=cfg.norm_num_groups, use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=addition_time_embed_dim,
-        projection_class_embeddings_input_dim=6 * addition_time_embed_dim + text.projection_dim,
-    )
+    return build_unet(cfg, latent_channels, latent_size, 2 * text.hidden_size, use_linear_projection=True,
+                      addition_embed_type="text_time", addition_time_embed_dim=addition_time_embed_dim,
+                      projection_class_embeddings_input_dim=6 * addition_time_embed_dim + text.projection_dim)
 
 
 def build_transformer(cfg: TransformerConfig, latent_channels: int, latent_size: int, text: TextEncoderConfig) -> SD3Transformer2DModel:
