@@ -183,7 +183,7 @@ def test_instance_folder_captions_and_bad_inputs(bases, tmp_path):
 
 def test_shipped_configs_load(bases):
     names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
-    assert names == ["sd15.yaml", "sd3_medium.yaml", "tiny-sd-lying.yaml", "tiny-sd3-lying.yaml"]
+    assert names == ["sd15.yaml", "sd3_medium.yaml", "sdxl.yaml", "tiny-sd-lying.yaml", "tiny-sd3-lying.yaml"]
     for name in names:
         cfg = load_config(DreamBoothLoraConfig, CONFIGS / name)
         assert cfg.instance.prompts and cfg.lora.denoiser.rank >= 1

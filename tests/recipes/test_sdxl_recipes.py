@@ -3,6 +3,7 @@ and write a LoRA which stock ``StableDiffusionXLPipeline.load_lora_weights`` loa
 to compute what the trained adapters computed, and which changes the pipeline's output."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from humantune.recipes.dreambooth_lora import DreamBoothLoraConfig, DreamBoothLo
 from humantune.train.engine import read_metrics
 from tests.tiny_pipelines import SIZE, save_sdxl_pipeline
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PROMPTS = ["a man in a red shirt and blue jeans lying on the grass", "a woman in a blue dress walking on the street"]
 
 
@@ -112,3 +114,16 @@ def test_a_replacement_vae_loads_from_a_pipeline_or_vae_folder_and_a_bad_one_is_
     with pytest.raises(ConfigError, match=f"vae '{tmp_path / 'none'}': cannot load an AutoencoderKL") as e:
         load_vae(str(tmp_path / "none"), torch.float32)
     assert "\n" not in str(e.value)
+
+
+def test_shipped_sdxl_configs_have_the_settings_of_diffusers_sdxl_scripts():
+    dpo = load_config(DiffusionDpoConfig, CONFIGS / "diffusion_dpo" / "sdxl.yaml")
+    assert (dpo.model, dpo.resolution, dpo.vae) == ("stabilityai/stable-diffusion-xl-base-1.0", 1024, None)
+    assert (dpo.dpo.beta, dpo.dpo.beta_convention, dpo.dpo.reference) == (5000.0, "half", "adapters")
+    assert (dpo.lora.denoiser.rank, dpo.lora.denoiser.target_modules, dpo.lora.text_encoder) == \
+        (8, ["to_q", "to_k", "to_v", "to_out.0"], None)
+    assert (dpo.train.learning_rate, dpo.train.batch_size, dpo.train.gradient_accumulation_steps,
+            dpo.train.gradient_checkpointing, dpo.train.mixed_precision) == (1e-5, 8, 2, True, "fp16")
+    db = load_config(DreamBoothLoraConfig, CONFIGS / "dreambooth_lora" / "sdxl.yaml")
+    assert (db.base_model, db.resolution, db.lora.denoiser.rank, db.train.learning_rate, db.train.max_steps,
+            db.train.gradient_accumulation_steps) == ("stabilityai/stable-diffusion-xl-base-1.0", 1024, 4, 1e-4, 500, 4)
