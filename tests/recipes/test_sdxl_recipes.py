@@ -66,7 +66,8 @@ def _check_stock_load(base, lora_dir, trained_pipe, prompt):
 def test_diffusion_dpo_trains_sdxl_and_stock_diffusers_loads_the_lora(base, pairs_dir, tmp_path):
     sets = [f"model={base}", f"pairs={pairs_dir}", "train.max_steps=2", "train.batch_size=2",
             "train.checkpoint_every=2", "train.learning_rate=1e-2", "train.lr_warmup_steps=0", "dpo.beta=5000",
-            "dpo.beta_convention=half", "lora.denoiser.rank=4", f"vae={base}", f"validation_prompts={json.dumps(PROMPTS[:1])}"]
+            "dpo.beta_convention=half", "lora.denoiser.rank=4", f"vae={base}",
+            f"validation_prompts={json.dumps(PROMPTS[:1])}"]
     recipe = DiffusionDpoRecipe(load_config(DiffusionDpoConfig, None, sets), tmp_path / "run")
     recipe.run()
     assert recipe.family is FAMILIES["sdxl"]
