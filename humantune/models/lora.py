@@ -4,13 +4,14 @@ A LoRA (Hu et al. 2021) replaces a frozen linear layer W by W + (α / r)·B·A w
 B = 0 at initialisation, so the adapted model starts out equal to the base; only A and B are trained. peft does the
 wrapping (``model.add_adapter(LoraConfig(...))``, the path diffusers' own DreamBooth-LoRA scripts take), and the
 pipelines' ``save_lora_weights`` writes ``pytorch_lora_weights.safetensors``, so ``pipe.load_lora_weights(DIR)``
-in stock diffusers reads what humantune trains (tested for both families, text encoders included).
+in stock diffusers reads what humantune trains (tested for the sd, sdxl and sd3 families, text encoders
+included).
 
 Which layers get adapters (:func:`matching_modules`) follows peft's rule for a list of ``target_modules``: a module
 is wrapped when its full name equals an entry or ends with ``"." + entry``. The defaults:
 
-- ``UNet2DConditionModel`` (SD1.5 family): the attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0``
-  of every self- and cross-attention layer (:data:`UNET_ATTENTION`); :data:`UNET_TRANSFORMER_EXTRA` adds the
+- ``UNet2DConditionModel`` (SD1.5 and SDXL families): the attention projections ``to_q``, ``to_k``, ``to_v``,
+  ``to_out.0`` of every self- and cross-attention layer (:data:`UNET_ATTENTION`); :data:`UNET_TRANSFORMER_EXTRA` adds the
   transformer blocks' feed-forward and in/out projections.
 - ``SD3Transformer2DModel`` (MMDiT): the image stream's ``to_q``/``to_k``/``to_v``/``to_out.0``
   (:data:`SD3_ATTENTION`, the reference setting of ``shared/papers.md`` §4); :data:`SD3_CONTEXT` adds the text
