@@ -11,8 +11,8 @@ Which layers get adapters (:func:`matching_modules`) follows peft's rule for a l
 is wrapped when its full name equals an entry or ends with ``"." + entry``. The defaults:
 
 - ``UNet2DConditionModel`` (SD1.5 and SDXL families): the attention projections ``to_q``, ``to_k``, ``to_v``,
-  ``to_out.0`` of every self- and cross-attention layer (:data:`UNET_ATTENTION`); :data:`UNET_TRANSFORMER_EXTRA` adds the
-  transformer blocks' feed-forward and in/out projections.
+  ``to_out.0`` of every self- and cross-attention layer (:data:`UNET_ATTENTION`); :data:`UNET_TRANSFORMER_EXTRA`
+  adds the transformer blocks' feed-forward and in/out projections.
 - ``SD3Transformer2DModel`` (MMDiT): the image stream's ``to_q``/``to_k``/``to_v``/``to_out.0``
   (:data:`SD3_ATTENTION`, the reference setting of ``shared/papers.md`` §4); :data:`SD3_CONTEXT` adds the text
   stream's ``add_q_proj``/``add_k_proj``/``add_v_proj``/``to_add_out`` of the joint attention.
