@@ -109,3 +109,32 @@ def test_cei_command_writes_scores_in_block_order_and_reuses_its_cache(base, tmp
     assert main(args) == 0 and (tmp_path / "cei" / "cei.json").stat().st_mtime_ns == stamp   # cached
     assert main(args[:-2] + ["--sigma", "pooled", "--out", str(tmp_path / "cei")]) == 0       # new settings
     assert json.loads((tmp_path / "cei" / "cei.json").read_text())["reading"] == "pooled/log_ratio"
+
+
+def test_pose_video_task_trains_only_temporal_blocks_and_shows_clips(tmp_path):
+    """Ent-Prog on the pose-guided Latte model's video phase: the temporal blocks are the eligible units, the
+    spatial ones never train, and the report shows the held-out clips as GIFs."""
+    import yaml
+
+    pv = {"vae": "tiny-sd", "denoiser": {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
+                                         "frames": 2},
+          "train_data": {"world": {"n": 2, "frames": 3, "size": 32, "seed": 0}},
+          "heldout_data": {"world": {"n": 2, "frames": 3, "size": 32, "seed": 1}},
+          "eval": {"clips": 1, "frames": 2, "report_clips": 1}, "validation": {"clips": 0}}
+    (tmp_path / "pv.yaml").write_text(yaml.safe_dump(pv))
+    cfg = load_config(EntProgConfig, base={
+        "task": "pose_video", "base_model": "new", "pose_video": str(tmp_path / "pv.yaml"), "heldout_batch_size": 2,
+        "cei": {"samples": 2, "batch_size": 2}, "eval_every": 2, "samples": {"prompts": 1, "num_inference_steps": 1},
+        "stages": [{"name": "stage1", "candidates": [1, 2], "supernet_steps": 2,
+                    "train": {"max_steps": 3, "batch_size": 2, "learning_rate": 1e-3, "lr_scheduler": "constant",
+                              "checkpoint_every": 3}}]})
+    out = train_ent_prog(cfg, tmp_path / "run")
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["ranking"]) == ["temporal_transformer_blocks.0", "temporal_transformer_blocks.1"]
+    from diffusers import LatteTransformer3DModel
+
+    model = LatteTransformer3DModel.from_pretrained(out / "stage1" / "denoiser")
+    temporal = sum(p.numel() for b in model.temporal_transformer_blocks for p in b.parameters())
+    rows = read_metrics(out / "stage1" / "search") + read_metrics(out / "stage1" / "train")
+    assert all(0 < r["trained_params"] <= temporal for r in rows)
+    assert "data:image/gif" in (out / "report.html").read_text()
