@@ -18,7 +18,8 @@ interpolation between evaluations; "not reached" if it never did), with and with
 the ratio of times to 90 % of full fine-tuning's loss reduction (a target less at the mercy of one noisy
 evaluation). Final quality: the held-out loss with a 95 % bootstrap interval over seeds.
 
-Writes benchmarks/results/ent_prog.json and prints a table.
+Also: where a CPU step's time goes (:func:`step_breakdown`). Writes benchmarks/results/ent_prog.json and prints
+the tables.
 
     OMP_NUM_THREADS=1 python benchmarks/ent_prog.py [--seeds 3] [--quick]
 """
@@ -84,6 +85,54 @@ def child(arm: str, seed: int, run_dir: Path, quick: bool) -> None:
     write_json_atomic(run_dir / "process.json", {
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "process_seconds": time.perf_counter() - t0})
+
+
+def step_breakdown(out: Path, steps: int = 10) -> None:
+    """Forward / backward / AdamW milliseconds of one training step (batch 8, 64² → 16² latents) of tiny-sd3's
+    transformer when training everything, the top-m blocks by the CEI ranking of the benchmark's seed 0, and the
+    last two blocks (the most a frozen prefix can save here): where a CPU step's time goes. Written to ``out``."""
+    import torch
+
+    from humantune.io import write_json_atomic
+    from humantune.models.blocks import residual_blocks
+    from humantune.models.generation import load_pipeline
+    from humantune.train.progressive import ProgressiveBlocks
+
+    d = load_pipeline("tiny-sd3").transformer
+    ranking = json.loads((out.parent / "seed0" / "cei" / "cei.json").read_text())["ranking"]
+    blocks = residual_blocks(d)
+    pb = ProgressiveBlocks([b.name for b in blocks], [b.module for b in blocks], ranking)
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(8, 4, 16, 16, generator=g), torch.randn(8, 8, d.config.joint_attention_dim, generator=g)
+    pooled, t = torch.randn(8, d.config.pooled_projection_dim, generator=g), torch.rand(8, generator=g) * 1000
+
+    def measure(names):
+        for p in d.parameters():
+            p.requires_grad_(names is None)
+        params = list(d.parameters()) if names is None else pb.train_only(names)
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        total = [0.0, 0.0, 0.0]
+        for i in range(steps + 2):
+            t0 = time.perf_counter()
+            with pb.frozen_prefix(names is not None):
+                loss = d(hidden_states=x, encoder_hidden_states=c, pooled_projections=pooled, timestep=t).sample
+                loss = loss.square().mean()
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            t3 = time.perf_counter()
+            if i >= 2:   # two warm-up steps
+                for k, v in enumerate((t1 - t0, t2 - t1, t3 - t2)):
+                    total[k] += v * 1000 / steps
+        return dict(zip(("forward_ms", "backward_ms", "optimizer_ms"), total), total_ms=sum(total))
+
+    rows = {"full": measure(None)}
+    for m in (len(blocks), 4, 2, 1):
+        rows[f"top-{m} by CEI ({', '.join(n.split('.')[-1] for n in ranking[:m])})"] = measure(ranking[:m])
+    rows["last two blocks (a frozen prefix of 4)"] = measure([n for n in pb.names[-2:]])
+    write_json_atomic(out, rows)
 
 
 def time_to_reach(curve: list[list[float]], target: float) -> float | None:
@@ -173,9 +222,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/ent_prog.json)")
     parser.add_argument("--child", nargs=3, metavar=("ARM", "SEED", "RUN_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--breakdown", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), Path(args.child[2]), args.quick)
+        return
+    if args.breakdown:
+        step_breakdown(args.breakdown)
         return
     from benchmarks.benchmark_io import print_table, write_result
 
@@ -193,6 +246,10 @@ def main() -> None:
                 subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
             runs[(seed, arm)] = read_run(run_dir)
     summary = summarise(runs)
+    if not (work / "breakdown.json").is_file():
+        subprocess.run([sys.executable, __file__, "--breakdown", str(work / "breakdown.json")], check=True, env=env,
+                       cwd=ROOT, stdout=subprocess.DEVNULL)
+    summary["step_breakdown_ms"] = json.loads((work / "breakdown.json").read_text())
     rows = [{"arm": arm, "final held-out (95% CI)": f"{a['final_heldout_loss']:.4f} [{a['final_heldout_ci95'][0]:.4f}, "
                                                   f"{a['final_heldout_ci95'][1]:.4f}]",
              "speed-up": "-" if a["speedup_mean"] is None else f"{a['speedup_mean']:.2f}x",
@@ -212,6 +269,10 @@ def main() -> None:
                              "run_process_seconds: all runs' processes"},
         **summary}, args.out)
     print_table(rows, list(rows[0]))
+    print("\none step (batch 8), ms:")
+    breakdown = summary["step_breakdown_ms"]
+    print_table([{"trained": k, **{c: f"{v:.0f}" for c, v in r.items()}} for k, r in breakdown.items()],
+                ["trained", "forward_ms", "backward_ms", "optimizer_ms", "total_ms"])
     print(f"wrote {path}")
 
 
