@@ -97,6 +97,11 @@ class SampleConfig:
     num_inference_steps: int = option(20, "sampling steps (the paper: 100)")
     guidance_scale: float = option(4.0, "classifier-free guidance (the paper: 4.0)")
 
+    def __post_init__(self) -> None:
+        if self.prompts < 0 or self.num_inference_steps < 1:
+            raise ValueError(f"prompts must be at least 0 and num_inference_steps at least 1, got {self.prompts}, "
+                             f"{self.num_inference_steps}")
+
 
 @dataclass
 class EntProgConfig:
