@@ -31,7 +31,7 @@ pool's training reward) prefers one image, ties counted half, Wilson 95 % interv
 Expected direction (the paper): HG-DPO's world_fd and colour distance fall and detection rises beyond the generated
 arm; naive is worse than HG-DPO; no-stats leaves a larger colour distance.
 
-    python benchmarks/hg_dpo.py                       # core arms × 3 seeds, about 40 minutes on one CPU thread
+    python benchmarks/hg_dpo.py                       # core arms × 3 seeds: 47 minutes on one CPU thread (shared)
     python benchmarks/hg_dpo.py --arms base hg-dpo no-stats no-te pool2
     python benchmarks/hg_dpo.py --quick               # smoke run: tiny pools and evaluation, 1 seed
 
