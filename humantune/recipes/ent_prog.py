@@ -31,14 +31,17 @@ Wall clock: every row of a stage's ``metrics.jsonl`` has ``step_seconds`` (forwa
 ``eval_every`` steps, ``heldout_loss``; the curve's time axis is CEI time + Σ step and overhead seconds (periodic
 evaluations outside the supernet are measurement only and not counted).
 
-Assumes: one process (the supernet's per-step choice of trained blocks is not synchronised for DDP); a new stage
-(and the continuation after the supernet) starts a new optimizer — AdamW state is not carried across a change of
-trained blocks. Resume: run the same command again (a stage with its ``denoiser`` saved is skipped; a search or
-training phase continues from its last checkpoint, bit-identically).
+Assumes: one process (the supernet's per-step choice of trained blocks is not synchronised for DDP). The engine
+builds a new AdamW per phase (a stage's supernet epoch, its continuation, each stage); with ``carry_optimizer`` the
+state of every parameter trained before is handed on (:class:`~humantune.train.progressive.OptimizerCarry`: newly
+trained blocks start fresh, the others keep their moments), in memory. Resume: run the same command again (a stage
+with its ``denoiser`` saved is skipped; a search or training phase continues from its last checkpoint,
+bit-identically; with ``carry_optimizer``, a process resumed at a phase boundary starts that phase's AdamW fresh).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -59,7 +62,8 @@ from humantune.studies.entprog_cei import CeiConfig, cached_cei
 from humantune.train import stages as staging
 from humantune.train.engine import Trainer, TrainConfig, read_metrics
 from humantune.train.progressive import (
-    ProgressiveBlocks, SavedTensorBytes, best_candidate, candidate_efficiencies, supernet_choice, training_state_bytes,
+    OptimizerCarry, ProgressiveBlocks, SavedTensorBytes, best_candidate, candidate_efficiencies, supernet_choice,
+    training_state_bytes,
 )
 from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
 
@@ -134,6 +138,8 @@ class EntProgConfig:
     always_train: list[str] = option([], "top-level denoiser modules trained in every stage besides the top-m blocks "
                                          "(e.g. [norm_out, proj_out]: the output layers, after every block, so the "
                                          "frozen prefix is unaffected); [] trains blocks only")
+    carry_optimizer: bool = option(True, "carry AdamW state across a stage's phases and stages (every arm, full "
+                                         "fine-tuning included); false: each phase starts a new AdamW")
     frozen_prefix: bool = option(True, "run the blocks before the first trainable one under no_grad (stores no "
                                        "activations for them)")
     stages: list[EntProgStage] = option(
@@ -167,7 +173,8 @@ class EntProgTask:
 
     def __init__(self, inner, blocks: ProgressiveBlocks, heldout, samples_per_step: int, seed: int, stage: int,
                  candidates: list[int] | None, fixed: list[str] | None, frozen_prefix: bool, eval_every: int,
-                 max_steps: int, search_batches: int = 1, always_train: list[str] = ()) -> None:
+                 max_steps: int, search_batches: int = 1, always_train: list[str] = (),
+                 full_trainable: list[str] | None = None) -> None:
         self.inner, self.blocks, self.heldout, self.search_batches = inner, blocks, heldout, search_batches
         self.samples_per_step, self.seed, self.stage = samples_per_step, seed, stage
         self.candidates, self.fixed, self.prefix = candidates, fixed, frozen_prefix
@@ -176,13 +183,15 @@ class EntProgTask:
         self.state_bytes: dict[int, dict] = {}
         self.denoiser = next(iter(inner.trainable_modules().values()))
         progressive = candidates is not None or fixed is not None
-        for p in self.denoiser.parameters():
-            p.requires_grad_(not progressive)   # full fine-tuning: every parameter; Ent-Prog: only blocks
-        blocks.train_only(fixed if fixed is not None else blocks.top(max(candidates)) if candidates else blocks.names)
+        for name, p in self.denoiser.named_parameters():
+            # full fine-tuning: every parameter the task trains (all, or the phase's modules); Ent-Prog: only blocks
+            p.requires_grad_(not progressive and (full_trainable is None or _under(name, full_trainable)))
         if progressive:
+            blocks.train_only(fixed if fixed is not None else blocks.top(max(candidates)))
             for name, p in self.denoiser.named_parameters():
                 if name.split(".")[0] in always_train:
                     p.requires_grad_(True)
+        self.always_train = list(always_train) if progressive else []
 
     def trainable_modules(self):
         return self.inner.trainable_modules()
@@ -212,7 +221,8 @@ class EntProgTask:
             self._t0 = time.perf_counter()
         key = self.m if self.m is not None else -1
         probe = SavedTensorBytes(exclude=list(self.denoiser.parameters())) if key not in self.state_bytes else None
-        with self.blocks.frozen_prefix(self.prefix and (self.fixed is not None or self.candidates is not None)):
+        prefix = self.prefix and (self.fixed is not None or self.candidates is not None)
+        with self.blocks.frozen_prefix(prefix), _grad_checked(self.denoiser, self.always_train if prefix else []):
             if probe is None:
                 return self.inner.loss(batch, generator)
             with probe:
@@ -237,6 +247,29 @@ class EntProgTask:
         return row
 
 
+def _under(name: str, modules: list[str]) -> bool:
+    """Whether parameter ``name`` lies in one of ``modules`` (whole name components: 'blocks.1' is not 'blocks.10')."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+@contextlib.contextmanager
+def _grad_checked(denoiser, names: list[str]):
+    """Raise a one-line HumantuneError when a top-level module of ``names`` (``always_train``) runs with grad off,
+    i.e. inside the frozen prefix, where it would silently get no gradient."""
+    late = []
+    handles = [getattr(denoiser, n).register_forward_pre_hook(
+        lambda module, args, n=n: None if torch.is_grad_enabled() else late.append(n))
+        for n in names if isinstance(getattr(denoiser, n, None), torch.nn.Module)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+    if late:
+        raise HumantuneError(f"always_train: {late[0]} runs before the first trained block, inside the frozen prefix "
+                             "(no_grad), so it would get no gradient; set frozen_prefix: false")
+
+
 # ---------------------------------------------------------------------------------------------------------- recipe
 
 
@@ -256,6 +289,7 @@ class EntProgRecipe:
                 self.setup = tasks.setup_task(self.cfg, self.out, self.trainer.device)
                 folder.commit()
             self.blocks = self._rank()
+            self.carry = OptimizerCarry()
             self.base_heldout()   # before any stage changes the weights (cached in OUT/eval)
             sc = self.cfg.samples
             self.base_samples = self.setup.samples(sc.prompts, sc.num_inference_steps, sc.guidance_scale) \
@@ -318,11 +352,14 @@ class EntProgRecipe:
             task = EntProgTask(s.train_task, self.blocks, s.heldout_loss, train_cfg.batch_size *
                                train_cfg.gradient_accumulation_steps, train_cfg.seed, k, candidates, fixed,
                                self.cfg.frozen_prefix, self.cfg.eval_every, steps, self.cfg.search_heldout_batches,
-                               self.cfg.always_train)
-            result = self.trainer.fit(task, train_cfg, self.out / stage.name / phase, resume=self.resume,
-                                      desc=f"ent-prog {stage.name}/{phase}")
+                               self.cfg.always_train, s.full_trainable)
+            seeded = self.carry.seeded
+            with self.carry.phase(self.cfg.carry_optimizer):
+                result = self.trainer.fit(task, train_cfg, self.out / stage.name / phase, resume=self.resume,
+                                          desc=f"ent-prog {stage.name}/{phase}")
             summary["phases"][phase] = {**result, "trained": fixed if fixed is not None else
-                                        ("supernet" if candidates else "all")}
+                                        ("supernet" if candidates else "all"),
+                                        "optimizer_state_carried": self.carry.seeded - seeded}
         if self.cfg.schedule == "adaptive" and "choice" not in summary:
             summary["choice"] = self._choose(k, stage)   # the whole stage was the supernet epoch
         if self.trainer.is_main:

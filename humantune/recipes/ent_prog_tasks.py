@@ -62,15 +62,17 @@ class TextImageTask:
 class TaskSetup:
     """A task ready for Ent-Prog: ``denoiser``, eligible ``blocks`` (forward order), ``train_task``,
     ``predict(batch) → ε̂`` and ``cei_batches(cfg)`` for CEI, ``data_key`` (digest of the training data),
-    :meth:`heldout_loss`, :meth:`save_denoiser` / :meth:`load_denoiser` and :meth:`samples`."""
+    :meth:`heldout_loss`, :meth:`save_denoiser` / :meth:`load_denoiser`, :meth:`samples` and ``full_trainable`` (the
+    top-level modules plain full fine-tuning trains; None: every parameter)."""
 
     def __init__(self, denoiser, blocks: list[Block], train_task, heldout_task, predict: Callable,
                  cei_batches: Callable, data_key: str, heldout_batch_size: int, heldout_seed: int, device,
-                 samples: Callable | None = None) -> None:
+                 samples: Callable | None = None, full_trainable: list[str] | None = None) -> None:
         self.denoiser, self.blocks, self.train_task, self.heldout_task = denoiser, blocks, train_task, heldout_task
         self.predict, self.cei_batches, self.data_key = predict, cei_batches, data_key
         self.heldout_batch_size, self.heldout_seed, self.device = heldout_batch_size, heldout_seed, device
         self._samples = samples
+        self.full_trainable = full_trainable   # modules full fine-tuning trains (None: every parameter)
 
     @torch.no_grad()
     def heldout_loss(self, batches: int | None = None) -> torch.Tensor:

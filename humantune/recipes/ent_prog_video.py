@@ -26,7 +26,7 @@ def pose_setup(cfg, out: Path, device):
     from humantune.models.pose_video import denoise, zero_init_temporal
     from humantune.recipes.ent_prog_tasks import TaskSetup
     from humantune.recipes.pose_video import (
-        PoseVideoConfig, PoseVideoRecipe, VideoClips, initial_denoiser, phase_task,
+        PoseVideoConfig, PoseVideoRecipe, VideoClips, initial_denoiser, phase_task, phase_trainable,
     )
 
     pv = load_config(PoseVideoConfig, cfg.pose_video, [] if cfg.base_model == "new" else
@@ -82,4 +82,4 @@ def pose_setup(cfg, out: Path, device):
 
     key = digest(repr(config_to_dict(pv.train_data)), str(cfg.base_model), phase)
     return TaskSetup(model, blocks, train_task, heldout_task, predict, cei_batches, key, cfg.heldout_batch_size,
-                     cfg.heldout_seed, device, samples)
+                     cfg.heldout_seed, device, samples, phase_trainable(model, phase))

@@ -38,6 +38,7 @@ from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 
 # ---------------------------------------------------------------------------------------------------------- CEI
@@ -217,6 +218,44 @@ class ProgressiveBlocks:
         finally:
             handle.remove()
             torch.set_grad_enabled(True)
+
+
+class OptimizerCarry:
+    """AdamW state carried from one engine phase to the next (a stage's supernet epoch → its continuation → the next
+    stage): the engine builds a new optimizer per phase over the parameters that then require grad; inside
+    :meth:`phase`, a global optimizer step pre-hook gives that optimizer, before its first step, the carried state
+    (exp_avg, exp_avg_sq, step) of every parameter it has none for, and on exit the phase's state is kept for the
+    next. A parameter newly trained starts fresh; a checkpoint loaded on resume keeps its own state (only missing
+    entries are filled). In memory only: a process resumed at a phase boundary starts that phase's state fresh."""
+
+    def __init__(self) -> None:
+        self.state: dict[torch.nn.Parameter, dict] = {}
+        self._optimizer: torch.optim.Optimizer | None = None
+        self.seeded = 0
+
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        if optimizer is self._optimizer:
+            return
+        self._optimizer = optimizer
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p not in optimizer.state and p in self.state:
+                    optimizer.state[p] = self.state[p]
+                    self.seeded += 1
+
+    @contextlib.contextmanager
+    def phase(self, enabled: bool = True) -> Iterator[None]:
+        if not enabled:
+            yield
+            return
+        handle = register_optimizer_step_pre_hook(self._pre_step)
+        try:
+            yield
+        finally:
+            handle.remove()
+            if self._optimizer is not None:
+                self.state.update(self._optimizer.state)
+            self._optimizer = None
 
 
 # ---------------------------------------------------------------------------------------------------------- memory

@@ -55,6 +55,8 @@ def test_recipe_end_to_end_with_a_full_fine_tuning_arm(base, tmp_path):
     assert full_rows[0]["trained_params"] == sum(p.numel() for p in model.parameters())
     assert full["curve"][-1][1] == pytest.approx(full["heldout_loss"]["mean"], rel=1e-5)
     assert results["heldout_loss"]["n"] == 2 and results["peak_state_bytes"]["total"] > 0
+    # the continuation's AdamW starts from the supernet's state of the blocks it trained (the top block: every step)
+    assert results["stages"]["stage1"]["phases"]["train"]["optimizer_state_carried"] > 0
     html = (out / "report.html").read_text()
     assert "CEI priorities" in html and "CE(m)" in html and "wall-clock" in html and "data:image/png" in html
 
@@ -111,19 +113,46 @@ def test_cei_command_writes_scores_in_block_order_and_reuses_its_cache(base, tmp
     assert json.loads((tmp_path / "cei" / "cei.json").read_text())["reading"] == "pooled/log_ratio"
 
 
-def test_pose_video_task_trains_only_temporal_blocks_and_shows_clips(tmp_path):
-    """Ent-Prog on the pose-guided Latte model's video phase: the temporal blocks are the eligible units, the
-    spatial ones never train, and the report shows the held-out clips as GIFs."""
+def _pose_video_yaml(tmp_path, clips: int) -> str:
+    """A tiny pose-video config (2-layer Latte, 32² frames) for the pose tasks; ``clips`` evaluation clips."""
     import yaml
 
     pv = {"vae": "tiny-sd", "denoiser": {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 8,
                                          "frames": 2},
           "train_data": {"world": {"n": 2, "frames": 3, "size": 32, "seed": 0}},
           "heldout_data": {"world": {"n": 2, "frames": 3, "size": 32, "seed": 1}},
-          "eval": {"clips": 1, "frames": 2, "report_clips": 1}, "validation": {"clips": 0}}
+          "eval": {"clips": clips, "frames": 2, "report_clips": clips}, "validation": {"clips": 0}}
     (tmp_path / "pv.yaml").write_text(yaml.safe_dump(pv))
+    return str(tmp_path / "pv.yaml")
+
+
+def test_pose_image_full_arm_trains_the_phase_modules_and_a_prefix_input_layer_is_refused(tmp_path):
+    """task pose_image: full fine-tuning trains what the pose phase trains (not the temporal blocks, which an image
+    never runs); always_train of the input layer with a frozen prefix would leave it untrained: a one-line error."""
+    from humantune.errors import HumantuneError
+
+    raw = {"task": "pose_image", "base_model": "new", "pose_video": _pose_video_yaml(tmp_path, clips=0),
+           "heldout_batch_size": 2, "cei": {"samples": 2, "batch_size": 2}, "eval_every": 2, "schedule": "full",
+           "samples": {"prompts": 0}, "stages": [{"name": "stage1", "candidates": [1, 2], "fixed_m": 1,
+                                                  "train": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-3,
+                                                            "lr_scheduler": "constant", "checkpoint_every": 1}}]}
+    out = train_ent_prog(load_config(EntProgConfig, base=raw), tmp_path / "full")
+    from diffusers import LatteTransformer3DModel
+
+    model = LatteTransformer3DModel.from_pretrained(out / "stage1" / "denoiser")
+    image = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("temporal_transformer_blocks."))
+    assert read_metrics(out / "stage1" / "train")[0]["trained_params"] == image
+    raw.update(schedule="fixed", always_train=["pos_embed"])
+    with pytest.raises(HumantuneError, match="pos_embed runs before the first trained block"):
+        train_ent_prog(load_config(EntProgConfig, base=raw), tmp_path / "prefix")
+
+
+def test_pose_video_task_trains_only_temporal_blocks_and_shows_clips(tmp_path):
+    """Ent-Prog on the pose-guided Latte model's video phase: the temporal blocks are the eligible units, the
+    spatial ones never train, and the report shows the held-out clips as GIFs."""
     cfg = load_config(EntProgConfig, base={
-        "task": "pose_video", "base_model": "new", "pose_video": str(tmp_path / "pv.yaml"), "heldout_batch_size": 2,
+        "task": "pose_video", "base_model": "new", "pose_video": _pose_video_yaml(tmp_path, clips=1),
+        "heldout_batch_size": 2,
         "cei": {"samples": 2, "batch_size": 2}, "eval_every": 2, "samples": {"prompts": 1, "num_inference_steps": 1},
         "stages": [{"name": "stage1", "candidates": [1, 2], "supernet_steps": 2,
                     "train": {"max_steps": 3, "batch_size": 2, "learning_rate": 1e-3, "lr_scheduler": "constant",

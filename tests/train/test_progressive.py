@@ -8,8 +8,8 @@ import torch
 from humantune.models.blocks import Block
 from humantune.studies.entprog_cei import block_priorities
 from humantune.train.progressive import (
-    ProgressiveBlocks, SavedTensorBytes, best_candidate, candidate_efficiencies, cei_priority, convergence_efficiency,
-    drop_frozen_state, rank_blocks, sample_moments, supernet_choice, training_state_bytes,
+    OptimizerCarry, ProgressiveBlocks, SavedTensorBytes, best_candidate, candidate_efficiencies, cei_priority,
+    convergence_efficiency, drop_frozen_state, rank_blocks, sample_moments, supernet_choice, training_state_bytes,
 )
 
 
@@ -137,3 +137,28 @@ def test_training_state_bytes_sums_the_parts():
     state = training_state_bytes(list(chain.parameters()), trained, activation_bytes=100)
     assert state == {"params": 2 * 20 * 4, "grads": 20 * 4, "optimizer": 2 * 20 * 4, "activations": 100,
                      "total": 2 * 20 * 4 + 20 * 4 + 2 * 20 * 4 + 100}
+
+
+def test_optimizer_carry_hands_adamw_state_to_the_next_phase_and_starts_new_parameters_fresh():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    carry = OptimizerCarry()
+
+    def phase(params, steps):
+        opt = torch.optim.AdamW(params, lr=0.1)
+        for _ in range(steps):
+            sum(p.sum() for p in params).backward()
+            opt.step()
+            opt.zero_grad()
+        return opt
+
+    with carry.phase():
+        first = phase([a], 3)
+    moment = first.state[a]["exp_avg"].clone()
+    with carry.phase():
+        second = phase([a, b], 1)
+    # a continues: step 4 and its first moment β1·m + (1 − β1)·g with g = 1; b starts at step 1
+    assert float(second.state[a]["step"]) == 4 and float(second.state[b]["step"]) == 1
+    assert torch.allclose(second.state[a]["exp_avg"], 0.9 * moment + 0.1)
+    assert carry.seeded == 1
+    with carry.phase(enabled=False):
+        assert float(phase([b], 1).state[b]["step"]) == 1   # disabled: a new AdamW
