@@ -1,7 +1,7 @@
 """Ent-Prog against full fine-tuning, measured side by side (papers.md §3; issue 16's claim).
 
 Task: ``configs/ent_prog/pose_image.yaml`` — the paper's setting in miniature: fine-tune a pretrained model to a new
-conditional task. The base is an 8-layer pose-guided Latte model (``configs/ent_prog/pose_base.yaml``) pretrained
+conditional task. The base is an 8-layer pose-guided Latte model (``configs/pose_video/ent_prog_base.yaml``) pretrained
 here once in the paper's phase 1 (subject-driven image from a reference frame); every arm then trains phase 2
 (reference + OpenPose frame → image) for three stages of 120 steps, with the same data, held-out set (fixed
 timesteps and noises) and step budget:
@@ -49,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CONFIG = ROOT / "configs" / "ent_prog" / "pose_image.yaml"
-BASE_CONFIG = ROOT / "configs" / "ent_prog" / "pose_base.yaml"
+BASE_CONFIG = ROOT / "configs" / "pose_video" / "ent_prog_base.yaml"
 ARM_ORDER = ["full", "ent-prog", "cei-fixed", "random-adaptive"]
 CEI_SAMPLES = (64, 128, 256, 1000)
 EXTRA = [o for o in os.environ.get("ENT_PROG_BENCH_SET", "").split() if o]

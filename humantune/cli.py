@@ -128,12 +128,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from humantune.config import load_config
-    from humantune.recipes import recipes
+    from humantune.recipes import RECIPES, load_recipe
 
-    table = recipes()
-    if args.recipe not in table:
-        raise HumantuneError(f"unknown recipe '{args.recipe}'; known: {', '.join(table)}")
-    config_cls, run, _ = table[args.recipe]
+    if args.recipe not in RECIPES:
+        raise HumantuneError(f"unknown recipe '{args.recipe}'; known: {', '.join(RECIPES)}")
+    config_cls, run, _ = load_recipe(args.recipe)
     check_output_folder(args.output_dir, overwrite=True, option="--output-dir")  # a run folder is re-entered
     cfg = load_config(config_cls, args.config, args.overrides)
     out = run(cfg, args.output_dir, resume=not args.no_resume, allow_config_change=args.allow_config_change)
@@ -395,14 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-samples", type=positive_int, default=64, help="samples to show (default: 64)")
     s.set_defaults(func=cmd_data_sheet)
 
-    from humantune.recipes import recipes
+    from humantune.recipes import RECIPES
 
-    table = recipes()
-    recipe_list = "\n".join(f"  {name:14s} {desc}" for name, (_, _, desc) in table.items())
+    recipe_list = "\n".join(f"  {name:16s} {entry.description}" for name, entry in RECIPES.items())
     t = sub.add_parser("train", formatter_class=_formatter, help="run a training recipe",
                        description="Run a recipe. Running the same command again resumes from the last checkpoint.",
                        epilog="recipes:\n" + recipe_list)
-    t.add_argument("recipe", help="recipe name: " + ", ".join(table))
+    t.add_argument("recipe", help="recipe name: " + ", ".join(RECIPES))
     _add_train_args(t)
     t.set_defaults(func=cmd_train)
 
