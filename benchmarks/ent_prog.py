@@ -362,10 +362,11 @@ def main() -> None:
                      "run_process_seconds": sum(r["process_seconds"] for r in runs.values()),
                      "note": "wall_seconds: this invocation (finished runs in --work are read back, not rerun); "
                              "run_process_seconds: all runs' processes",
-                     "optimizer": "every engine phase (each stage, and a stage's continuation after its supernet "
-                                  "epoch) starts a new AdamW: Trainer.fit builds the optimizer over the parameters "
-                                  "that require grad at its start and checkpoints it per phase; full fine-tuning "
-                                  "restarts it at each of its 3 stages too"},
+                     "optimizer": "Trainer.fit builds a new AdamW per engine phase (each stage, and a stage's "
+                                  "continuation after its supernet epoch); with carry_optimizer (the configs' "
+                                  "default, every arm including full) the state of every parameter trained before "
+                                  "is handed on (train.progressive.OptimizerCarry), newly trained blocks start "
+                                  "fresh"},
         **summary}, args.out)
     print_table(rows, list(rows[0]))
     print(f"\nCEI ranking: {summary['ranking']}")
