@@ -33,6 +33,7 @@ Layout of a stage directory (a recipe with several stages gives each its own)::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -53,7 +54,7 @@ from humantune.io import json_safe, move_into_place, remove_stale_temporaries, w
 from humantune.train.checkpoints import (
     checkpoint_problem, find_checkpoints, numbered_file, read_jsonl_rows, repair_jsonl,
 )
-from humantune.train.processes import use_cpu
+from humantune.train.processes import destroy_process_group, use_cpu
 from humantune.train.run_folder import sigterm_as_interrupt
 from humantune.train.sampling import BatchRandom, StepBatches
 
@@ -170,6 +171,8 @@ class Trainer:
         )
         self._checkpoint_keys: list[set[str] | None] = []
         self.accelerator.register_save_state_pre_hook(self._keep_trainable)
+        if self.accelerator.num_processes > 1:
+            atexit.register(destroy_process_group)
 
     @property
     def is_main(self) -> bool:

@@ -25,3 +25,13 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=use_cpu())
+
+
+def destroy_process_group() -> None:
+    """Close the process group while the interpreter is still whole (the trainer registers this with ``atexit`` in
+    a multi-process run): a Gloo group left to its destructor at exit can abort the process with "terminate called
+    without an active exception" (seen on a loaded 2-core machine; pytorch/pytorch#190489)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
