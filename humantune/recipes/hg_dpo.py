@@ -242,7 +242,7 @@ class HgDpoRecipe:
         self.trainer = Trainer(self.out, cfg.stages[0].train.mixed_precision)
         source = resolve_model(cfg.base_model)
         self.pipe = pipe = load_pipeline(source)
-        self.family = family_of(pipe, f"base_model '{cfg.base_model}' (hg-dpo trains either family)")
+        self.family = family_of(pipe, f"base_model '{cfg.base_model}'")
         for m in pipe.components.values():
             if isinstance(m, torch.nn.Module):
                 m.requires_grad_(False).eval()
@@ -252,7 +252,7 @@ class HgDpoRecipe:
         self.resolution = cfg.resolution or info.get("height") or denoiser.config.sample_size * pipe.vae_scale_factor
         self.generation = generation_settings(source, cfg.generation.num_inference_steps,
                                               cfg.generation.guidance_scale, self.resolution)
-        self.max_sequence_length = 0 if self.family.name == "sd" else int(
+        self.max_sequence_length = 0 if self.family.name != "sd3" else int(
             cfg.max_sequence_length or info.get("max_sequence_length", 77))
         if self.family.name == "sd3":
             self.generation["max_sequence_length"] = self.max_sequence_length

@@ -177,9 +177,14 @@ def blend_latents(vae, generated: Sequence[Image.Image], real: Sequence[Image.Im
 
 def img2img_pipeline(pipe):
     """The img2img pipeline of ``pipe``'s family sharing its components (SDEdit: noise to a strength, denoise)."""
-    from diffusers import StableDiffusion3Img2ImgPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+    from diffusers import (
+        StableDiffusion3Img2ImgPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline,
+    )
 
-    if isinstance(pipe, StableDiffusionPipeline):
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        out = StableDiffusionXLImg2ImgPipeline(**pipe.components)
+    elif isinstance(pipe, StableDiffusionPipeline):
         parts = {k: v for k, v in pipe.components.items() if k not in ("safety_checker", "feature_extractor")}
         out = StableDiffusionImg2ImgPipeline(**parts, safety_checker=None, feature_extractor=None,
                                              requires_safety_checker=False)

@@ -128,3 +128,32 @@ def test_shipped_sdxl_configs_have_the_settings_of_diffusers_sdxl_scripts():
     db = load_config(DreamBoothLoraConfig, CONFIGS / "dreambooth_lora" / "sdxl.yaml")
     assert (db.base_model, db.resolution, db.lora.denoiser.rank, db.train.learning_rate, db.train.max_steps,
             db.train.gradient_accumulation_steps) == ("stabilityai/stable-diffusion-xl-base-1.0", 1024, 4, 1e-4, 500, 4)
+
+
+def test_hg_dpo_runs_its_three_stages_on_sdxl_with_reconstruction_winners(base, tmp_path):
+    """easy → normal (real images reconstructed by SDXL's img2img) → hard with the statistics loss; the last stage's
+    LoRA loads in stock SDXL onto the UNet and both text encoders."""
+    from humantune.recipes.hg_dpo import HgDpoConfig, train_hg_dpo
+    from humantune.recipes.hg_dpo_pool import img2img_pipeline
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    assert isinstance(img2img_pipeline(StableDiffusionXLPipeline.from_pretrained(base)),
+                      StableDiffusionXLImg2ImgPipeline)
+
+    def stage(name, kind, **extra):
+        return {"name": name, "kind": kind, **extra,
+                "train": {"max_steps": 1, "batch_size": 2, "learning_rate": 1e-3, "checkpoint_every": 1}}
+
+    stages = [stage("easy", "easy"), stage("normal", "normal", normal_winner="reconstruction"),
+              stage("hard", "hard", statistics={"weight": 1.0})]
+    sets = [f"base_model={base}", "real_data.world.n=3", "real_data.world.size=64", "heldout_data.world.n=2",
+            "heldout_data.world.size=64", "pool.images_per_prompt=2", "pool.reward.name=realism",
+            "eval.samples=0", "generation.num_inference_steps=2", "lora.denoiser.rank=2",
+            "lora.text_encoder.rank=4", f"stages={json.dumps(stages)}"]
+    train_hg_dpo(load_config(HgDpoConfig, None, sets), tmp_path / "run")
+    lora_dir = tmp_path / "run" / "hard" / "lora"
+    assert _lora_prefixes(lora_dir) == {"unet", "text_encoder", "text_encoder_2"}
+    stock = StableDiffusionXLPipeline.from_pretrained(base)
+    stock.load_lora_weights(str(lora_dir))
+    assert {k for k, m in stock.components.items() if getattr(m, "peft_config", None)} == {
+        "unet", "text_encoder", "text_encoder_2"}
