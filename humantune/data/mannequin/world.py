@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -186,11 +187,19 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def fork_is_safe() -> bool:
+    """False once this process runs torch or MediaPipe: their native thread pools can be forked mid-lock and hang
+    the child (seen twice: a world rendered inside a benchmark's training process). ``spawn`` would re-run the
+    caller's main module, which scripts and notebooks do not guard, so such a process renders in-process."""
+    return not ({"torch", "mediapipe"} & set(sys.modules))
+
+
 def run_parallel(fn: Callable[[Any], T], jobs: list, workers: int | None, desc: str, unit: str,
                  progress: bool = True) -> list[T]:
-    """``[fn(job) for job in jobs]`` over ``workers`` forked processes (default: all CPUs), in order, with a
-    progress bar. Results do not depend on the worker count as long as ``fn`` seeds itself from its job."""
-    workers = workers or default_workers()
+    """``[fn(job) for job in jobs]`` over ``workers`` forked processes (default: all CPUs; one, in this
+    process, when :func:`fork_is_safe` says no), in order, with a progress bar. Results do not depend on the
+    worker count as long as ``fn`` seeds itself from its job."""
+    workers = (workers or default_workers()) if fork_is_safe() else 1
     results: list[T] = []
     with tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress) as bar:
         if workers == 1:

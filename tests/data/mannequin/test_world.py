@@ -204,3 +204,25 @@ def test_a_negative_seed_is_a_config_error_not_a_numpy_traceback():
     for cls in (MannequinConfig, MannequinVideoConfig):
         with pytest.raises(ValueError, match="seed must be at least 0"):
             cls(seed=-1)
+
+
+def test_forked_workers_outside_torch_match_one_worker_and_a_torch_process_renders_in_process(tmp_path):
+    """The fork path runs where it is safe (a process without torch / MediaPipe: `humantune data mannequin`), gives
+    the in-process bytes, and a process that has loaded torch falls back to one in-process worker."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from humantune.data.mannequin.world import MannequinConfig, fork_is_safe, write_world; "
+            "assert 'torch' not in sys.modules and fork_is_safe(); "
+            f"write_world(MannequinConfig(n=6, seed=5, size=64), {str(tmp_path / 'forked')!r}, workers=2, "
+            "progress=False)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    one = write_world(MannequinConfig(n=6, seed=5, size=64), tmp_path / "one", workers=1, progress=False)
+
+    def digests(folder: Path) -> list[str]:
+        return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.png"))
+
+    assert digests(tmp_path / "forked") == digests(one) and len(digests(one)) >= 6
+    import torch  # noqa: F401
+    from humantune.data.mannequin.world import fork_is_safe
+    assert not fork_is_safe()
