@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from humantune.errors import HumantuneError
+from humantune.errors import ConfigError, HumantuneError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
@@ -145,6 +145,28 @@ def resolve_model(model: str | os.PathLike) -> str:
         raise HumantuneError(f"model '{text}' not found: no such directory (shipped models: "
                              f"{', '.join(shipped) or 'none'})")
     return text
+
+
+def load_vae(source: str | os.PathLike, dtype: torch.dtype = torch.float32, what: str = "vae"):
+    """A frozen ``AutoencoderKL`` in ``dtype`` from a shipped base name, a pipeline directory (its ``vae/``), a VAE
+    directory with its config.json, or a hub id in the cache (its ``vae`` subfolder, else its root); ConfigError
+    naming ``what`` and ``source`` otherwise."""
+    from diffusers import AutoencoderKL
+
+    text = str(source)
+    shipped = shipped_models()
+    path = Path(shipped[text]) if text in shipped else Path(text).expanduser()
+    if path.is_dir():
+        location, attempts = str(path), [{"subfolder": "vae"} if (path / "vae" / "config.json").is_file() else {}]
+    else:
+        location, attempts = text, [{"subfolder": "vae"}, {}]
+    for kw in attempts:
+        try:
+            return AutoencoderKL.from_pretrained(location, torch_dtype=dtype, **kw).requires_grad_(False).eval()
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ConfigError(f"{what} '{source}': cannot load an AutoencoderKL from it (a directory with config.json, a "
+                      f"pipeline directory with vae/, or a hub id in the cache): {first}")
 
 
 def absent_components(source: str) -> dict[str, None]:

@@ -56,6 +56,7 @@ from humantune.io import json_safe, write_json_atomic, write_text_atomic
 from humantune.losses.objectives import FlowMatchingConfig
 from humantune.models import lora
 from humantune.models.families import family_of
+from humantune.models.generation import load_vae
 from humantune.recipes.dpo_training import DpoConfig, PairLatents, encode_pairs, objective_for, train_dpo_stage
 from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig, read_metrics, read_validation
@@ -330,21 +331,6 @@ class DiffusionDpoRecipe:
             report.heading("Load the result")
             report.code(f"pipe.load_lora_weights({str(self.out / 'lora')!r})")
         return report.save(self.out / "report.html")
-
-
-def load_vae(source: str, dtype: torch.dtype):
-    """The ``AutoencoderKL`` at ``source`` (a directory with its config.json, a pipeline directory with a vae/
-    folder, or a hub id in the cache) in ``dtype``; ConfigError naming ``vae`` otherwise."""
-    from diffusers import AutoencoderKL
-
-    path = Path(source).expanduser()
-    kw = {"subfolder": "vae"} if (path / "vae" / "config.json").is_file() else {}
-    try:
-        return AutoencoderKL.from_pretrained(str(path) if path.is_dir() else source, torch_dtype=dtype, **kw)
-    except (OSError, ValueError, EnvironmentError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"vae '{source}': cannot load an AutoencoderKL from it (a directory with config.json, a "
-                          f"pipeline directory with vae/, or a hub id in the cache): {first}") from None
 
 
 def split_heldout(latents: PairLatents, n: int, source: str) -> tuple[PairLatents, PairLatents | None]:

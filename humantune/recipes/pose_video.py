@@ -47,10 +47,11 @@ from PIL import Image
 from humantune.config import option
 from humantune.data.mannequin.video import MannequinVideoConfig, write_video_world
 from humantune.data.openpose import draw_openpose
-from humantune.errors import ConfigError, DataError, HumantuneError
+from humantune.errors import ConfigError, DataError
 from humantune.io import atomic_path
 from humantune.losses.objectives import DDPMObjective, Objective, sample_latents
 from humantune.models.encoding import encode_latent_stats
+from humantune.models.generation import load_vae
 from humantune.models.pose_video import (
     POSE_CHANNELS, SETTINGS_NAME, ConditioningSettings, DenoiserConfig, PoseVideoPipeline, adapt_latte,
     build_denoiser, denoise, denoiser_blocks, pose_maps, reference_condition, zero_init_temporal,
@@ -263,19 +264,6 @@ class VideoClips:
         return {"latents": lat.permute(0, 2, 3, 1, 4, 5), "pose": pose.permute(0, 2, 1, 3, 4),
                 "reference": torch.stack([self.references[c, r] for c, _, r in items]),
                 "reference_latent": (ref_latent - self.shift) * self.scale}
-
-
-def load_vae(name: str):
-    """A frozen AutoencoderKL from a shipped base name, a pipeline folder (its ``vae``) or a VAE folder / hub id."""
-    from diffusers import AutoencoderKL
-
-    from humantune.models.generation import resolve_model
-
-    try:
-        source = resolve_model(name)
-    except HumantuneError:
-        source = name
-    return _load_component(AutoencoderKL, str(source), "vae", "vae").requires_grad_(False).eval()
 
 
 def _load_component(cls, source: str, subfolder: str, what: str):
