@@ -30,7 +30,7 @@ from humantune.io import json_safe, write_bytes_atomic, write_json_atomic
 from humantune.losses.objectives import NoisedLatents
 from humantune.models.blocks import residual_blocks, skip_block
 from humantune.models.encoding import PromptConditioning, digest, encode_latent_stats
-from humantune.models.families import family_of
+from humantune.models.families import FAMILIES, denoise, family_of
 from humantune.train.progressive import cei_priority, rank_blocks, sample_moments
 
 READINGS = [("sample", "log_ratio"), ("sample", "ratio"), ("pooled", "log_ratio")]
@@ -117,13 +117,10 @@ def fixed_noised(data: EncodedData, objective, n: int, batch_size: int, seed: in
 
 
 def predict(family_name: str, denoiser, batch: NoisedBatch) -> torch.Tensor:
-    """The denoiser's output on a batch (SD3: hidden/encoder/pooled/timestep keywords; SD: sample, t, cond)."""
+    """The denoiser's output on a batch, called as its family calls it (:func:`humantune.models.families.denoise`)."""
     batch = batch.to(next(denoiser.parameters()).device)
-    x, t = batch.noised.noisy, batch.noised.timesteps
-    if family_name == "sd":
-        return denoiser(x, t, batch.cond).sample
-    return denoiser(hidden_states=x, encoder_hidden_states=batch.cond, pooled_projections=batch.pooled,
-                    timestep=t).sample
+    return denoise(FAMILIES[family_name], denoiser, batch.noised.noisy, batch.noised.timesteps, batch.cond,
+                   batch.pooled)
 
 
 # ---------------------------------------------------------------------------------------------------------- CEI
