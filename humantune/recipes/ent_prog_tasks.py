@@ -130,7 +130,7 @@ def _text_image(cfg, out: Path, device) -> TaskSetup:
     denoiser = pipe.components[family.denoiser]
     source = resolve_model(cfg.base_model)
     info = model_info(Path(source)) if Path(source).is_dir() else {}
-    length = 0 if family.name == "sd" else int(info.get("generation", {}).get("max_sequence_length", 77))
+    length = 0 if family.name != "sd3" else int(info.get("generation", {}).get("max_sequence_length", 77))
     train = EncodedData(pipe, open_source(cfg.train_data, "train_data", out / "data" / "train"), cfg.resolution, length)
     heldout = EncodedData(pipe, open_source(cfg.heldout_data, "heldout_data", out / "data" / "heldout"),
                           cfg.resolution, length)

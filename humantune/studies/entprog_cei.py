@@ -224,7 +224,7 @@ def cei_study(model: str, out: Path, data: str | None = None, cfg: CeiConfig = C
     where = DataSource(kind="pose_folder", path=data) if data else DataSource(world=MannequinConfig(n=64, seed=7,
                                                                                                     size=size))
     samples = open_source(where, "--data", out / "world")
-    length = 0 if family.name == "sd" else int(info.get("generation", {}).get("max_sequence_length", 77))
+    length = 0 if family.name != "sd3" else int(info.get("generation", {}).get("max_sequence_length", 77))
     encoded = EncodedData(pipe, samples, size, length)
     batches = fixed_noised(encoded, objective_of(pipe), cfg.samples, cfg.batch_size, cfg.seed)
     return cached_cei(out, denoiser, lambda b: predict(family.name, denoiser, b), batches, cfg,
