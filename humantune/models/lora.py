@@ -17,6 +17,14 @@ is wrapped when its full name equals an entry or ends with ``"." + entry``. The 
   (:data:`SD3_ATTENTION`, the reference setting of ``shared/papers.md`` §4); :data:`SD3_CONTEXT` adds the text
   stream's ``add_q_proj``/``add_k_proj``/``add_v_proj``/``to_add_out`` of the joint attention.
 - CLIP text encoders: ``q_proj``/``k_proj``/``v_proj``/``out_proj`` (:data:`CLIP_ATTENTION`).
+
+``target_modules: no_text`` (:data:`TARGET_PRESETS`, resolved per class by :func:`resolve_target_modules`) adapts
+only projections whose input is not the text embedding, so the adapter cannot re-map what the prompt's words mean
+(DreamBooth's language drift onto the instance prompts' words): in a UNet every self-attention projection
+(``attn1.*``) and the cross-attention's query and output (``attn2.to_q``, ``attn2.to_out.0``) but not
+``attn2.to_k``/``attn2.to_v`` (:data:`UNET_NO_TEXT`); in an MMDiT the image stream's projections
+(:data:`SD3_ATTENTION`, the default) and none of the text stream's :data:`SD3_CONTEXT`. The preset is a plain
+suffix list, so peft's own rule applies and stock ``load_lora_weights`` reads the result back (tested).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ UNET_TRANSFORMER_EXTRA = ("proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 SD3_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 SD3_CONTEXT = ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 CLIP_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
+UNET_NO_TEXT = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_out.0")
+"""A UNet's attention projections that do not read the text embedding (cross-attention's to_k/to_v do)."""
 
 DEFAULT_TARGETS = {
     "UNet2DConditionModel": UNET_ATTENTION,
@@ -50,6 +60,13 @@ DEFAULT_TARGETS = {
     "CLIPTextModelWithProjection": CLIP_ATTENTION,
 }
 """Default ``target_modules`` per model class."""
+
+TARGET_PRESETS = {
+    "no_text": {"UNet2DConditionModel": UNET_NO_TEXT, "SD3Transformer2DModel": SD3_ATTENTION},
+}
+"""Named ``target_modules``: preset name → model class → the suffix list it stands for."""
+
+TargetPreset = Literal["no_text"]
 
 LoraInit = Literal["gaussian", "default"]
 
@@ -61,6 +78,24 @@ def default_target_modules(model: torch.nn.Module) -> tuple[str, ...]:
         raise HumantuneError(f"no default LoRA targets for {name}; give target_modules explicitly "
                              f"(known classes: {', '.join(DEFAULT_TARGETS)})")
     return DEFAULT_TARGETS[name]
+
+
+def resolve_target_modules(model: torch.nn.Module, target_modules: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The suffix list peft gets for ``model``: None → :func:`default_target_modules`; a preset name
+    (:data:`TARGET_PRESETS`) → that preset's list for ``model``'s class; a list → itself. HumantuneError (one line)
+    for an unknown preset or a class the preset has no list for."""
+    if target_modules is None:
+        return default_target_modules(model)
+    if isinstance(target_modules, str):
+        if target_modules not in TARGET_PRESETS:
+            raise HumantuneError(f"unknown LoRA target_modules preset '{target_modules}' (presets: "
+                                 f"{', '.join(TARGET_PRESETS)}; or give a list of layer names)")
+        by_class, name = TARGET_PRESETS[target_modules], type(model).__name__
+        if name not in by_class:
+            raise HumantuneError(f"LoRA target_modules preset '{target_modules}' has no layers for {name} "
+                                 f"(it covers {', '.join(by_class)}); give a list of layer names")
+        return by_class[name]
+    return tuple(target_modules)
 
 
 ADAPTABLE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
@@ -76,20 +111,21 @@ def matching_modules(model: torch.nn.Module, target_modules: Sequence[str]) -> l
 
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0,
-             init: LoraInit = "gaussian", target_modules: Sequence[str] | None = None) -> list[str]:
+             init: LoraInit = "gaussian", target_modules: Sequence[str] | str | None = None) -> list[str]:
     """Freeze ``model`` and add a LoRA adapter (peft ``LoraConfig`` via ``model.add_adapter``); return the names of
     the wrapped layers.
 
     rank r, alpha α (None: α = r, i.e. scale 1, as diffusers' scripts), dropout on the adapter input, init:
     ``gaussian`` (A ~ N(0, 1/r), diffusers' scripts) or ``default`` (peft's Kaiming-uniform A); B = 0 in both, so
-    the adapted model equals the base until it is trained. target_modules: None = :func:`default_target_modules`.
+    the adapted model equals the base until it is trained. target_modules: a list, a preset name or None
+    (:func:`resolve_target_modules`).
     HumantuneError when no layer matches, naming the class and the targets.
     """
     from peft import LoraConfig
 
     if rank < 1:
         raise HumantuneError(f"LoRA rank must be at least 1, got {rank}")
-    targets = tuple(target_modules) if target_modules is not None else default_target_modules(model)
+    targets = resolve_target_modules(model, target_modules)
     names = matching_modules(model, targets)
     if not names:
         raise HumantuneError(f"LoRA target_modules {list(targets)} match no layer of {type(model).__name__} "
@@ -111,10 +147,11 @@ class LoraConfig:
     dropout: float = option(0.0, "dropout on the adapter input")
     init: LoraInit = option("gaussian", "A ~ N(0, 1/r) (diffusers' scripts) or peft's Kaiming-uniform; B = 0 either "
                                         "way")
-    target_modules: list[str] | None = option(
+    target_modules: list[str] | TargetPreset | None = option(
         None, "layer names (suffixes) to adapt; null: the class's default (UNet and MMDiT: to_q, to_k, to_v, "
               "to_out.0; add SD3's text stream with add_q_proj, add_k_proj, add_v_proj, to_add_out; CLIP: q_proj, "
-              "k_proj, v_proj, out_proj)")
+              "k_proj, v_proj, out_proj); no_text: only projections that do not read the text embedding (UNet: "
+              "attn1.*, attn2.to_q, attn2.to_out.0; MMDiT: to_q, to_k, to_v, to_out.0)")
     learning_rate: float | None = option(None, "peak learning rate of this group (same schedule shape); null: the "
                                                "run's train.learning_rate")
 

@@ -13,9 +13,12 @@ grass"), train a LoRA on a handful of correct images of those prompts, then gene
   text-encoder LoRA adapts both encoders and is saved for ``StableDiffusionXLPipeline.load_lora_weights``.
 
 The family is read from the base model's pipeline class. Options: LoRA on the CLIP text encoder(s) with their own
-learning rate; prior preservation with class images the base model generates once (cached in
-``OUTPUT/class_images``), batched as [instance; class] halves (:func:`training_sample_indices`,
-:func:`~humantune.losses.denoising.prior_preservation_loss`).
+learning rate; LoRA only on the projections that do not read the text embedding (``lora.denoiser.target_modules:
+no_text``, :data:`~humantune.models.lora.TARGET_PRESETS`); prior preservation with class images the base model
+generates once (cached in ``OUTPUT/class_images``), batched as [instance; class] halves
+(:func:`training_sample_indices`, :func:`~humantune.losses.denoising.prior_preservation_loss`), for listed class
+prompts or for ``prior.class_prompts: same_clothing`` — the instance prompts' own people, clothes and backgrounds in
+other actions (:func:`same_clothing_prompts`), so the prior holds the clothing words to what the base draws for them.
 
 Instance data: a folder of correct images (captions from its ``metadata.jsonl`` / sidecar ``.txt``, else the
 instance prompt), or, by default, images the mannequin world renders for each instance prompt
@@ -41,6 +44,7 @@ float32; checkpoints hold only the adapters (the engine drops frozen weights fro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -51,6 +55,7 @@ import torch
 from PIL import Image
 
 from humantune.config import config_to_dict, option
+from humantune.data.mannequin.prompted import CAPTION_ACTIONS, compose_request, parse_caption
 from humantune.data.prepare import resize_centre_crop, to_chw
 from humantune.errors import ConfigError, HumantuneError
 from humantune.io import json_safe, new_output_dir, write_json_atomic, write_jsonl_atomic, write_text_atomic
@@ -91,6 +96,40 @@ DEFAULT_CLASS_PROMPTS = [
 """Prior-preservation class prompts: people in other clothes and poses, disjoint from the control prompts so that
 those stay a held-out check."""
 
+SAME_CLOTHING = "same_clothing"
+DEFAULT_CLASS_ACTIONS = ["standing", "walking", "sitting"]
+"""Actions of the ``same_clothing`` class prompts: the common upright and sitting poses."""
+
+
+def same_clothing_prompts(instance_prompts: list[str], actions: list[str]) -> list[str]:
+    """Class prompts that keep each instance prompt's people, clothes and background and replace every person's
+    action by each of ``actions`` (caption action labels, :data:`~humantune.data.mannequin.prompted.CAPTION_ACTIONS`),
+    action-major (all instance prompts standing, then walking, ...), without duplicates and without the instance
+    prompts themselves. ValueError (one line) for a prompt outside the mannequin caption grammar, an unknown action,
+    or when no prompt is left."""
+    known = sorted(set(CAPTION_ACTIONS.values()))
+    unknown = [a for a in actions if a not in known]
+    if unknown:
+        raise ValueError(f"prior.class_actions: unknown action(s) {unknown} (known: {', '.join(known)})")
+    requests = []
+    for prompt in instance_prompts:
+        try:
+            requests.append(parse_caption(prompt))
+        except ValueError as e:
+            raise ValueError(f"prior.class_prompts: {SAME_CLOTHING} needs instance prompts in the mannequin caption "
+                             f"grammar: {' '.join(str(e).split())}") from None
+    out = []
+    for action in actions:
+        for request in requests:
+            people = tuple(dataclasses.replace(p, action=action) for p in request.people)
+            out.append(compose_request(dataclasses.replace(request, people=people)))
+    out = [p for p in dict.fromkeys(out) if p not in set(instance_prompts)]
+    if not out:
+        raise ValueError(f"prior.class_prompts: {SAME_CLOTHING} with class_actions {actions} gives no prompt other "
+                         "than the instance prompts")
+    return out
+
+
 @dataclass
 class InstanceConfig:
     """The correct images (DreamBooth's instance data)."""
@@ -113,10 +152,21 @@ class PriorConfig:
     """DreamBooth prior preservation: also fit what the base model itself draws for class prompts."""
 
     enabled: bool = option(False, "train with the prior-preservation loss (off in the paper's settings)")
-    class_prompts: list[str] = option(DEFAULT_CLASS_PROMPTS, "prompts of the class images (cycled)")
+    class_prompts: list[str] | Literal["same_clothing"] = option(
+        DEFAULT_CLASS_PROMPTS, "prompts of the class images (cycled), or same_clothing: the instance prompts' people, "
+                               "clothes and backgrounds doing each of class_actions instead (mannequin caption "
+                               "grammar), so the prior keeps the clothing words' meaning")
+    class_actions: list[str] = option(DEFAULT_CLASS_ACTIONS, "actions of the same_clothing class prompts (caption "
+                                                             "action labels: standing, walking, sitting, ...)")
     num_class_images: int = option(40, "class images the base model generates (cached in OUTPUT/class_images)")
     loss_weight: float = option(1.0, "λ of the prior loss")
     seed: int = option(1000, "seed of class image i: seed + i")
+
+    def prompts(self, instance_prompts: list[str]) -> list[str]:
+        """The class prompts: the listed ones, or :func:`same_clothing_prompts` of ``instance_prompts``."""
+        if self.class_prompts == SAME_CLOTHING:
+            return same_clothing_prompts(instance_prompts, self.class_actions)
+        return list(self.class_prompts)
 
 
 @dataclass
@@ -130,8 +180,9 @@ class DreamBoothLoraConfig:
     prior: PriorConfig = option(PriorConfig(), "prior preservation")
     lora: lora.PipelineLoraConfig = option(
         lora.PipelineLoraConfig(denoiser=lora.LoraConfig(rank=4)),
-        "LoRA adapters: the denoiser's (the paper: rank 4 on to_q/to_k/to_v/to_out.0) and optionally the text "
-        "encoders' (with their own learning_rate, e.g. 5e-6)")
+        "LoRA adapters: the denoiser's (the paper: rank 4 on to_q/to_k/to_v/to_out.0; target_modules: no_text "
+        "leaves out the projections that read the text) and optionally the text encoders' (with their own "
+        "learning_rate, e.g. 5e-6)")
     flow: FlowMatchingConfig = option(FlowMatchingConfig(precondition_outputs=True),
                                       "flow-matching loss (StableDiffusion3Pipeline; diffusers' settings)")
     snr_gamma: float | None = option(None, "Min-SNR-γ weighting of the ε loss (UNet pipelines: SD1.5, SDXL); null: "
@@ -156,6 +207,8 @@ class DreamBoothLoraConfig:
             raise ValueError("instance.prompts is empty: give the prompts to correct (or instance.dir)")
         if self.prior.enabled and (self.prior.num_class_images < 1 or not self.prior.class_prompts):
             raise ValueError("prior.enabled needs prior.num_class_images ≥ 1 and at least one prior.class_prompts")
+        if self.prior.enabled:
+            self.prior.prompts(self.instance.prompts)   # a same_clothing prompt outside the grammar fails here
         if self.resolution is not None and self.resolution < 8:
             raise ValueError(f"resolution must be at least 8 pixels, got {self.resolution}")
 
@@ -374,7 +427,8 @@ class DreamBoothLoraRecipe:
 
         pc = self.cfg.prior
         folder = self.out / "class_images"
-        prompts = [pc.class_prompts[i % len(pc.class_prompts)] for i in range(pc.num_class_images)]
+        class_prompts = pc.prompts(self.cfg.instance.prompts)
+        prompts = [class_prompts[i % len(class_prompts)] for i in range(pc.num_class_images)]
         wanted = {"base_model": str(self.cfg.base_model), "prompts": prompts, "seed": pc.seed,
                   "generation": self.generation}
         manifest = folder / "class.json"
@@ -453,7 +507,8 @@ class DreamBoothLoraRecipe:
             "recipe": "dreambooth-lora", "base_model": str(cfg.base_model), "family": self.family.name,
             "pipeline": type(self.pipe).__name__, "resolution": self.resolution,
             "instance_prompts": cfg.instance.prompts, "num_instance_images": self.num_instance,
-            "num_class_images": self.num_class, "adapted_layers": {k: len(v) for k, v in self.adapted.items()},
+            "num_class_images": self.num_class,
+            "class_prompts": list(dict.fromkeys(self.captions[self.num_instance:])), "adapted_layers": {k: len(v) for k, v in self.adapted.items()},
             "lora": config_to_dict(cfg.lora), "steps": cfg.train.max_steps, "summary": summary,
             "generation": self.generation, "seconds": seconds,
         }

@@ -1,6 +1,7 @@
 """The DreamBooth-LoRA recipe on tiny random pipelines of both families: caches keyed by sample index under shuffled
-batches, prior-preservation batching, the text encoders' own learning rate, exact resume, and a LoRA that stock
-diffusers loads to compute what the trained adapters computed."""
+batches, prior-preservation batching, the text encoders' own learning rate, exact resume, a LoRA that stock
+diffusers loads to compute what the trained adapters computed, the no_text LoRA targets and the same_clothing class
+prompts."""
 
 import json
 import shutil
@@ -11,19 +12,25 @@ import pytest
 import torch
 import yaml
 from diffusers import DiffusionPipeline
+from diffusers.models.attention_processor import Attention
 from PIL import Image
 
 from humantune.config import load_config
 from humantune.errors import ConfigError, HumantuneError
 from humantune.data.prepare import resize_centre_crop, to_chw
+from humantune.data.mannequin.prompted import parse_caption
 from humantune.models.encoding import encode_latent_stats
+from humantune.models.generation import read_prompts
+from humantune.models.lora import resolve_target_modules
 from humantune.recipes.dreambooth_lora import (
-    DreamBoothLoraConfig, DreamBoothLoraRecipe, DreamBoothLoraTask, train_dreambooth_lora, training_sample_indices,
+    DreamBoothLoraConfig, DreamBoothLoraRecipe, DreamBoothLoraTask, same_clothing_prompts, train_dreambooth_lora,
+    training_sample_indices,
 )
 from humantune.train.engine import StepBatches, read_metrics
 from tests.tiny_pipelines import TRANSFORMER, save_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dreambooth_lora"
+ANOMALY = CONFIGS.parent / "anomaly"
 PROMPTS = [
     "a man in a red shirt and blue jeans lying on the grass",
     "a woman in a blue dress lying on the street",
@@ -106,23 +113,117 @@ def test_trained_lora_loads_in_stock_diffusers_and_computes_what_training_left(b
     grid = Image.open(tmp_path / "run" / "dreambooth" / "validation" / "samples_step_000004.png")
     assert grid.size == (2 * 32, 2 * 32)                                          # base row over tuned row
 
-    extra = {} if family == "sd" else {"text_encoder_3": None, "tokenizer_3": None}
-    stock = DiffusionPipeline.from_pretrained(bases[family], **extra)
+    stock = _stock(bases[family], family)
     stock.load_lora_weights(str(lora_dir))
-    trained = recipe.pipe
+    torch.testing.assert_close(_denoise(stock, family), _denoise(recipe.pipe, family), rtol=1e-5, atol=1e-5)
+
+
+def _stock(base: Path, family: str):
+    """The base as a stock diffusers pipeline."""
+    extra = {} if family == "sd" else {"text_encoder_3": None, "tokenizer_3": None}
+    return DiffusionPipeline.from_pretrained(base, **extra)
+
+
+def _denoise(pipe, family: str) -> torch.Tensor:
+    """The denoiser's output for PROMPTS[0] on a fixed noisy latent at t = 400."""
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        outs = []
-        for pipe in (trained, stock):
-            if family == "sd":
-                cond, _ = pipe.encode_prompt(PROMPTS[0], "cpu", 1, False)
-                outs.append(pipe.unet(x, torch.tensor([400]), cond).sample)
-            else:
-                cond, _, pooled, _ = pipe.encode_prompt(PROMPTS[0], None, None, do_classifier_free_guidance=False,
-                                                        max_sequence_length=TRANSFORMER.max_sequence_length)
-                outs.append(pipe.transformer(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
-                                             timestep=torch.tensor([400.0])).sample)
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+        if family == "sd":
+            cond, _ = pipe.encode_prompt(PROMPTS[0], "cpu", 1, False)
+            return pipe.unet(x, torch.tensor([400]), cond).sample
+        cond, _, pooled, _ = pipe.encode_prompt(PROMPTS[0], None, None, do_classifier_free_guidance=False,
+                                                max_sequence_length=TRANSFORMER.max_sequence_length)
+        return pipe.transformer(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
+                                timestep=torch.tensor([400.0])).sample
+
+
+def _lora_layers(model: torch.nn.Module) -> set[str]:
+    """Names of the layers of ``model`` that carry a LoRA (peft's ``lora_A`` child)."""
+    return {name for name, m in model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A)}
+
+
+def _text_reading_layers(model: torch.nn.Module) -> set[str]:
+    """Projections whose input is the text embedding, read off the attention modules: a cross-attention's to_k and
+    to_v, and a joint attention's context stream (add_q_proj, add_k_proj, add_v_proj, to_add_out)."""
+    out = set()
+    for name, m in model.named_modules():
+        if isinstance(m, Attention):
+            kinds = (["to_k", "to_v"] if m.is_cross_attention else []) + \
+                ["add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+            out |= {f"{name}.{k}" for k in kinds if getattr(m, k, None) is not None}
+    return out
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+def test_no_text_targets_adapt_every_attention_projection_but_those_reading_the_text(bases, tmp_path, family):
+    cfg = _config(bases[family], **{"lora.denoiser.target_modules": "no_text", "lora.denoiser.rank": 4,
+                                    "train.learning_rate": 1e-2})
+    recipe = DreamBoothLoraRecipe(cfg, tmp_path / "run")
+    lora_dir = recipe.run()
+    stock = _stock(bases[family], family)
+    stock_denoiser = stock.components[recipe.family.denoiser]
+    suffixes = tuple("." + k for k in ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj",
+                                       "to_add_out"))
+    projections = {name for name, m in stock_denoiser.named_modules() if isinstance(m, torch.nn.Linear)
+                   and name.endswith(suffixes)}
+    text = _text_reading_layers(stock_denoiser)
+    # the tiny UNet: 4 transformer blocks × 2 attentions (attn1, attn2) × 4 projections, 8 of them attn2.to_k/to_v;
+    # the tiny MMDiT: 2 joint blocks × 8, but the last one is context-pre-only (no to_add_out), 7 in the text stream
+    assert (len(projections), len(text)) == ((32, 8) if family == "sd" else (15, 7))
+    adapted = set(recipe.adapted[recipe.family.denoiser])
+    assert adapted == _lora_layers(recipe.pipe.components[recipe.family.denoiser]) == projections - text
+    if family == "sd":
+        assert {n[n.index("attn2."):] for n in adapted if ".attn2." in n} == {"attn2.to_q", "attn2.to_out.0"}
+    assert not any(n.endswith(("attn2.to_k", "attn2.to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"))
+                   for n in adapted)
+
+    stock.load_lora_weights(str(lora_dir))
+    assert _lora_layers(stock_denoiser) == adapted
+    tuned = _denoise(recipe.pipe, family)
+    torch.testing.assert_close(_denoise(stock, family), tuned, rtol=1e-5, atol=1e-5)
+    stock.unload_lora_weights()
+    assert (_denoise(stock, family) - tuned).abs().max() > 1e-3                   # the adapters were trained
+
+    with pytest.raises(HumantuneError, match="preset 'no_text' has no layers for CLIPTextModel"):
+        resolve_target_modules(recipe.pipe.text_encoder, "no_text")
+
+
+def test_same_clothing_class_prompts_keep_people_clothes_and_background_in_other_actions():
+    prompts = [PROMPTS[0], "a man in a red shirt and blue jeans sitting and a girl in a pink dress lying on the beach"]
+    assert same_clothing_prompts(prompts, ["standing", "sitting", "lying"]) == [
+        "a man in a red shirt and blue jeans standing on the grass",
+        "a man in a red shirt and blue jeans standing and a girl in a pink dress standing on the beach",
+        "a man in a red shirt and blue jeans sitting on the grass",
+        "a man in a red shirt and blue jeans sitting and a girl in a pink dress sitting on the beach",
+        # lying: the first prompt itself is left out
+        "a man in a red shirt and blue jeans lying and a girl in a pink dress lying on the beach",
+    ]
+    assert same_clothing_prompts(PROMPTS[:1], ["arms_raised"]) == \
+        ["a man in a red shirt and blue jeans with arms raised on the grass"]
+    with pytest.raises(ValueError, match=r"unknown action\(s\) \['flying'\]"):
+        same_clothing_prompts(PROMPTS, ["standing", "flying"])
+    with pytest.raises(ValueError, match="gives no prompt other than the instance prompts"):
+        same_clothing_prompts(PROMPTS, ["lying"])
+    with pytest.raises(ConfigError, match="same_clothing needs instance prompts in the mannequin caption grammar"):
+        _config(Path("unused"), **{"prior.enabled": True, "prior.class_prompts": "same_clothing",
+                                   "instance.prompts": ["a person lying on the grass"]})
+    with pytest.raises(ConfigError, match="prior.class_prompts' expects list\\[str\\] \\| 'same_clothing'"):
+        _config(Path("unused"), **{"prior.class_prompts": "same_clothes"})
+
+
+def test_same_clothing_class_images_are_drawn_for_the_derived_prompts(bases, tmp_path):
+    cfg = _config(bases["sd"], **{"prior.enabled": True, "prior.class_prompts": "same_clothing",
+                                  "prior.class_actions": ["walking", "sitting"], "prior.num_class_images": 4})
+    recipe = DreamBoothLoraRecipe(cfg, tmp_path / "run")
+    recipe.setup()
+    rows = [json.loads(line) for line in (tmp_path / "run/class_images/metadata.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [
+        "a man in a red shirt and blue jeans walking on the grass",
+        "a woman in a blue dress walking on the street",
+        "a boy in a yellow t-shirt and black shorts walking on the beach",
+        "a man in a red shirt and blue jeans sitting on the grass",
+    ]
+    assert recipe.captions[recipe.num_instance:] == [r["text"] for r in rows]
 
 
 def test_text_encoder_lora_steps_with_its_own_learning_rate(bases, tmp_path):
@@ -190,6 +291,40 @@ def test_shipped_configs_load(bases):
     real = load_config(DreamBoothLoraConfig, CONFIGS / "sd3_medium.yaml")
     assert (real.resolution, real.lora.denoiser.rank, real.train.max_steps, real.train.gradient_accumulation_steps) == \
         (1024, 4, 500, 4)
+    for name in ("tiny-sd-lying.yaml", "tiny-sd3-lying.yaml"):
+        tiny = load_config(DreamBoothLoraConfig, CONFIGS / name)
+        assert (tiny.lora.denoiser.rank, tiny.lora.denoiser.target_modules, tiny.prior.class_prompts) == \
+            (4, "no_text", "same_clothing")
+        previous = load_config(DreamBoothLoraConfig, CONFIGS / name, [
+            "lora.denoiser.rank=16", "lora.denoiser.target_modules=[to_q, to_k, to_v, to_out.0]",
+            'prior.class_prompts=["a girl in a pink dress waving on the street"]'])
+        assert (previous.lora.denoiser.rank, previous.lora.denoiser.target_modules,
+                previous.prior.prompts(previous.instance.prompts)) == \
+            (16, ["to_q", "to_k", "to_v", "to_out.0"], ["a girl in a pink dress waving on the street"])
+
+
+def _clothes_and_backgrounds(prompts: list[str]) -> tuple[set[str], set[str]]:
+    """The clothing colours and the backgrounds the prompts name."""
+    colours, backgrounds = set(), set()
+    for prompt in prompts:
+        request = parse_caption(prompt)
+        backgrounds.add(request.background)
+        for p in request.people:
+            colours |= {p.top_color, p.bottom_color} - {None}
+    return colours, backgrounds
+
+
+def test_heldout_controls_share_no_clothing_colour_or_background_with_the_training_prompts():
+    heldout = read_prompts(ANOMALY / "heldout_control_prompts.txt")
+    assert len(heldout) == 4 and {parse_caption(p).people[0].action for p in heldout} == \
+        {"standing", "walking", "sitting"}
+    colours, backgrounds = _clothes_and_backgrounds(heldout)
+    for name in ("tiny-sd-lying.yaml", "tiny-sd3-lying.yaml"):
+        cfg = load_config(DreamBoothLoraConfig, CONFIGS / name)
+        seen = cfg.instance.prompts + cfg.prior.prompts(cfg.instance.prompts)
+        seen_colours, seen_backgrounds = _clothes_and_backgrounds(seen)
+        assert colours & seen_colours == set() and backgrounds & seen_backgrounds == set()
+    assert set(heldout).isdisjoint(read_prompts(ANOMALY / "control_prompts.txt"))
 
 
 def test_a_failed_setup_leaves_no_folder_and_a_changed_config_is_refused(bases, tmp_path):
