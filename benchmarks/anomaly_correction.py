@@ -1,27 +1,35 @@
-"""Does DreamBooth-LoRA correct the people a model draws badly, without hurting other prompts? (issue 6;
+"""Does DreamBooth-LoRA correct the people a model draws badly, without hurting other prompts? (issues 6 and 17;
 ``shared/papers.md`` §4)
 
 For each shipped tiny base (tiny-sd: UNet, ε-prediction; tiny-sd3: MMDiT, flow matching) and each seed:
 
 1. train ``humantune train dreambooth-lora`` with ``configs/dreambooth_lora/tiny-{sd,sd3}-lying.yaml`` (instance
    images: mannequin-world renders of the lying prompts, dressed as each prompt says; ``train.seed`` and
-   ``instance.seed`` = the seed, so every seed also draws its own correct images);
-2. ``humantune anomaly compare`` base vs base + LoRA on the same image seeds (seed·100000 + …): the target prompts
-   (``configs/anomaly/lying_prompts.txt``) and the control prompts (``configs/anomaly/control_prompts.txt``,
-   standing/walking in the same clothes), ``--n`` images per prompt and model, SSIM/PSNR/world_fd against that
-   seed's correct images.
+   ``instance.seed`` = the seed, so every seed also draws its own correct images). The shipped configs carry the
+   fixes the first run suggested: rank 4, ``target_modules: no_text`` (no projection that reads the text
+   embedding), ``prior.class_prompts: same_clothing`` (the instance clothes standing / walking / sitting);
+   ``--previous-settings`` adds the overrides that bring back the first run's (:data:`PREVIOUS_SETTINGS`);
+2. ``humantune anomaly compare`` base vs base + LoRA on the same image seeds (seed·100000 + …) for three prompt
+   sets: the target prompts (``configs/anomaly/lying_prompts.txt``), the controls in the same clothes
+   (``configs/anomaly/control_prompts.txt``, standing/walking) and the held-out controls
+   (``configs/anomaly/heldout_control_prompts.txt``: clothing colours and backgrounds in neither the instance nor
+   the class prompts); ``--n`` images per prompt and model, SSIM/PSNR/world_fd against that seed's correct images.
+   One comparison generates all three sets (the held-out prompts go in as controls); this script splits the
+   images back into the sets by prompt.
 
 Anatomy: MediaPipe Pose (mediapipe 0.10.21, bundled weights) + ``humantune.eval.anatomy``; a missed person counts as
-anomalous. Rates carry Wilson 95 % intervals; differences (tuned − base) Newcombe's interval; attribute accuracy
-(shirt/trouser colour, background, posture) a bootstrap interval and a paired-bootstrap difference interval. Seeds
-are pooled per family (all images of all seeds), and reported one by one too.
+anomalous. Beside that rate, the three body states of the anatomy judge (``humantune.eval.anatomy_judge``): no person
+found, person found but judged broken, person found and whole. Rates carry Wilson 95 % intervals; differences
+(tuned − base) Newcombe's interval; attribute accuracy (shirt/trouser colour, background, posture) a paired-bootstrap
+difference interval. Seeds are pooled per family (all images of all seeds), and reported one by one too.
 
 The claim checked, per family (pooled): the target anomaly rate falls by at least half (relative reduction ≥ 0.5),
-while on the control prompts neither the anomaly rate nor the attribute accuracy gets worse beyond its 95 % interval
-(anomaly difference interval reaches ≤ 0; attribute difference interval reaches ≥ 0).
+while on both control sets neither the anomaly rate nor the attribute accuracy gets worse beyond its 95 % interval
+(anomaly difference interval reaches ≤ 0; attribute difference interval reaches ≥ 0). The judged-broken rate's
+relative reduction on the targets is reported beside it.
 
     python benchmarks/anomaly_correction.py [--families sd sd3] [--seeds 0 1 2] [--n 32] [--quick]
-        [--work-dir DIR] [--set KEY=VALUE ...] [--out FILE]
+        [--previous-settings] [--work-dir DIR] [--set KEY=VALUE ...] [--out FILE]
 
 Runs in ``--work-dir`` (default: a temporary folder, deleted at the end) are resumed when the same directory is given
 again. ``--quick`` is a smoke test (one seed, 2 images per prompt, 20 training steps): its numbers mean nothing.
@@ -47,15 +55,24 @@ from benchmark_io import print_table, write_result  # noqa: E402
 from humantune.config import config_to_dict, load_config  # noqa: E402
 from humantune.eval.statistics import paired_ratio_difference_interval, rate_change  # noqa: E402
 from humantune.models.generation import read_prompts  # noqa: E402
-from humantune.studies.anomaly.compare import compare  # noqa: E402
-from humantune.recipes.dreambooth_lora import DreamBoothLoraConfig, train_dreambooth_lora  # noqa: E402
+from humantune.studies.anomaly.compare import body_state_change, compare  # noqa: E402
+from humantune.recipes.dreambooth_lora import (  # noqa: E402
+    DEFAULT_CLASS_PROMPTS, DreamBoothLoraConfig, train_dreambooth_lora,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = {"sd": "tiny-sd", "sd3": "tiny-sd3"}
 TARGETS = ROOT / "configs" / "anomaly" / "lying_prompts.txt"
 CONTROLS = ROOT / "configs" / "anomaly" / "control_prompts.txt"
+HELDOUT = ROOT / "configs" / "anomaly" / "heldout_control_prompts.txt"
+SETS = ("target", "control", "heldout")
+"""The prompt sets: lying targets, standing/walking controls in the targets' clothes, held-out controls."""
 REQUIRED_REDUCTION = 0.5
 QUICK = ["train.max_steps=20", "train.checkpoint_every=20", "instance.images_per_prompt=2", "prior.num_class_images=4"]
+PREVIOUS_SETTINGS = ["lora.denoiser.rank=16", "lora.denoiser.target_modules=[to_q, to_k, to_v, to_out.0]",
+                     f"prior.class_prompts={json.dumps(DEFAULT_CLASS_PROMPTS)}"]
+"""Overrides that bring back the first run's settings (rank 16, every attention projection, class prompts in other
+people's clothes)."""
 RESULTS_QUICK = Path(__file__).resolve().parent / "results" / "anomaly_correction_quick.json"
 
 
@@ -78,20 +95,32 @@ def read_rows(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines() if line.strip()]
 
 
-def pooled(compare_dirs: list[Path]) -> dict:
-    """Anomaly-rate change and attribute-accuracy change over the images of all seeds of one family."""
-    base = [r for d in compare_dirs for r in read_rows(d / "base")]
-    tuned = [r for d in compare_dirs for r in read_rows(d / "tuned")]
+def split_sets(rows: list[dict], heldout: set[str]) -> dict[str, list[dict]]:
+    """The images of one arm by prompt set: compare's ``target`` rows, its ``control`` rows whose prompt is a held-out
+    control (``heldout``) and the other ``control`` rows (``control``)."""
+    out = {name: [] for name in SETS}
+    for r in rows:
+        out["target" if r["set"] == "target" else "heldout" if r["text"] in heldout else "control"].append(r)
+    return out
+
+
+def pooled(compare_dirs: list[Path], heldout: set[str]) -> dict:
+    """Per prompt set: anomaly-rate change, body-state changes and attribute-accuracy change over the images of all
+    ``compare_dirs`` (the seeds of one family)."""
+    base = split_sets([r for d in compare_dirs for r in read_rows(d / "base")], heldout)
+    tuned = split_sets([r for d in compare_dirs for r in read_rows(d / "tuned")], heldout)
     out = {}
-    for set_name in ("target", "control"):
-        b = [r for r in base if r["set"] == set_name]
-        t = [r for r in tuned if r["set"] == set_name]
-        change = rate_change([r["anomalous"] for r in b], [r["anomalous"] for r in t])
+    for set_name in SETS:
+        b, t = base[set_name], tuned[set_name]
+        if not b:
+            continue
         cb, nb = np.array([r["attributes_correct"] for r in b], float), np.array([r["attributes_counted"] for r in b])
         ct, nt = np.array([r["attributes_correct"] for r in t], float), np.array([r["attributes_counted"] for r in t])
         ci = paired_ratio_difference_interval(cb, nb, ct, nt)
         out[set_name] = {
-            "anomaly_rate": change,
+            "prompts": list(dict.fromkeys(r["text"] for r in b)),
+            "anomaly_rate": rate_change([r["anomalous"] for r in b], [r["anomalous"] for r in t]),
+            "body_rates": body_state_change([r["body_state"] for r in b], [r["body_state"] for r in t]),
             "attribute_accuracy": {"base": cb.sum() / max(nb.sum(), 1), "tuned": ct.sum() / max(nt.sum(), 1),
                                    "difference": ct.sum() / max(nt.sum(), 1) - cb.sum() / max(nb.sum(), 1),
                                    "difference_ci95": None if ci is None else list(ci)},
@@ -100,15 +129,15 @@ def pooled(compare_dirs: list[Path]) -> dict:
 
 
 def claim(p: dict) -> dict:
-    target, control = p["target"], p["control"]
-    reduction = target["anomaly_rate"]["relative_reduction"]
-    attr_ci = control["attribute_accuracy"]["difference_ci95"]
-    checks = {
-        "target_rate_halved": reduction is not None and reduction >= REQUIRED_REDUCTION,
-        "control_anomaly_not_worse": control["anomaly_rate"]["difference"]["ci95"][0] <= 0.0,
-        "control_attributes_not_worse": attr_ci is None or attr_ci[1] >= 0.0,
-    }
-    return {**checks, "meets": all(checks.values())}
+    """The pass/fail checks of the module docstring, and the judged-broken reduction on the targets."""
+    checks = {"target_rate_halved": (p["target"]["anomaly_rate"]["relative_reduction"] or 0.0) >= REQUIRED_REDUCTION}
+    for set_name in ("control", "heldout"):
+        c = p[set_name]
+        attr_ci = c["attribute_accuracy"]["difference_ci95"]
+        checks[f"{set_name}_anomaly_not_worse"] = c["anomaly_rate"]["difference"]["ci95"][0] <= 0.0
+        checks[f"{set_name}_attributes_not_worse"] = attr_ci is None or attr_ci[1] >= 0.0
+    return {**checks, "meets": all(checks.values()),
+            "target_judged_broken_relative_reduction": p["target"]["body_rates"]["broken"]["relative_reduction"]}
 
 
 def reference_means(per_seed: list[dict]) -> dict:
@@ -122,16 +151,28 @@ def reference_means(per_seed: list[dict]) -> dict:
     return out
 
 
-def row_for(family: str, seed: str, p: dict, per_seed: list[dict]) -> dict:
-    t, c = p["target"], p["control"]
-    return {**reference_means(per_seed),
-        "family": family, "seed": seed,
-        "target_base": t["anomaly_rate"]["base"]["rate"], "target_tuned": t["anomaly_rate"]["tuned"]["rate"],
-        "reduction": t["anomaly_rate"]["relative_reduction"],
-        "control_base": c["anomaly_rate"]["base"]["rate"], "control_tuned": c["anomaly_rate"]["tuned"]["rate"],
-        "control_diff_ci": "[{:+.3f}, {:+.3f}]".format(*c["anomaly_rate"]["difference"]["ci95"]),
-        "attr_base": c["attribute_accuracy"]["base"], "attr_tuned": c["attribute_accuracy"]["tuned"],
-    }
+def _change(entry: dict) -> str:
+    """'base→tuned' of a rate_change entry."""
+    return f"{entry['base']['rate']:.3f}→{entry['tuned']['rate']:.3f}"
+
+
+def rows_for(family: str, seed: str, p: dict, per_seed: list[dict]) -> list[dict]:
+    """Table rows, one per prompt set: anomaly rate, the three body states and attribute accuracy, base → tuned;
+    the distances to the correct images on the target row."""
+    rows = []
+    for set_name, s in p.items():
+        a, b, attr = s["anomaly_rate"], s["body_rates"], s["attribute_accuracy"]
+        ci = attr["difference_ci95"]
+        rows.append({
+            **(reference_means(per_seed) if set_name == "target" else {}),
+            "family": family, "seed": seed, "set": set_name, "n": a["base"]["n"],
+            "anomaly": _change(a), "reduction": a["relative_reduction"],
+            "anomaly_diff_ci": "[{:+.3f}, {:+.3f}]".format(*a["difference"]["ci95"]),
+            "no_person": _change(b["no_person"]), "broken": _change(b["broken"]), "whole": _change(b["whole"]),
+            "attributes": f"{attr['base']:.3f}→{attr['tuned']:.3f}",
+            "attr_diff_ci": "—" if ci is None else "[{:+.3f}, {:+.3f}]".format(*ci),
+        })
+    return rows
 
 
 def main() -> None:
@@ -140,6 +181,9 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=32, help="images per prompt and model in each comparison")
     ap.add_argument("--quick", action="store_true", help="smoke test: seed 0, n=2, 20 training steps")
+    ap.add_argument("--previous-settings", action="store_true",
+                    help="the first run's settings: rank 16, every attention projection, class prompts in other "
+                         "people's clothes (PREVIOUS_SETTINGS, before any --set)")
     ap.add_argument("--work-dir", type=Path, help="keep (and resume) runs here instead of a temporary folder")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a dreambooth-lora config value for every run (e.g. prior.enabled=true)")
@@ -147,11 +191,13 @@ def main() -> None:
                                              "with --quick anomaly_correction_quick.json)")
     args = ap.parse_args()
     seeds, n = ([args.seeds[0]], 2) if args.quick else (args.seeds, args.n)
-    overrides = (QUICK if args.quick else []) + args.overrides
-    targets, controls = read_prompts(TARGETS), read_prompts(CONTROLS)
+    overrides = (QUICK if args.quick else []) + (PREVIOUS_SETTINGS if args.previous_settings else []) + args.overrides
+    targets, controls, heldout = read_prompts(TARGETS), read_prompts(CONTROLS), read_prompts(HELDOUT)
+    if set(heldout) & set(controls):
+        raise SystemExit(f"{HELDOUT.name} and {CONTROLS.name} share prompts: {sorted(set(heldout) & set(controls))}")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="anomaly_correction_"))
     t_start = time.perf_counter()
-    families, rows = {}, []
+    families, rows, conventions = {}, [], None
     try:
         for family in args.families:
             per_seed, dirs = [], []
@@ -163,46 +209,52 @@ def main() -> None:
                 lora_dir = train_dreambooth_lora(cfg, run)
                 t_train = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                # A resumed work dir reuses a comparison made with the same LoRA weights, n and seed.
-                stamp = {"n": n, "seed": seed * 100_000, "lora_sha256": weights_digest(lora_dir)}
+                # A resumed work dir reuses a comparison made with the same LoRA weights, prompts, n and seed.
+                stamp = {"n": n, "seed": seed * 100_000, "lora_sha256": weights_digest(lora_dir),
+                         "prompts": [targets, controls, heldout]}
                 done = run / "compare_stamp.json"
                 if done.is_file() and json.loads(done.read_text()) == stamp:
                     result = json.loads((run / "compare" / "compare.json").read_text())
                 else:
-                    result = compare(FAMILIES[family], lora_dir, targets, controls, n=n, seed=seed * 100_000,
-                                     out=run / "compare", reference_dir=run / "instance_images", overwrite=True)
+                    result = compare(FAMILIES[family], lora_dir, targets, controls + heldout, n=n,
+                                     seed=seed * 100_000, out=run / "compare", reference_dir=run / "instance_images",
+                                     overwrite=True)
                     done.write_text(json.dumps(stamp))
+                conventions = result["conventions"]
                 t_compare = time.perf_counter() - t0
                 dirs.append(run / "compare")
-                p = pooled([run / "compare"])
+                p = pooled([run / "compare"], set(heldout))
                 per_seed.append({"seed": seed, "train_seconds": t_train, "compare_seconds": t_compare,
-                                 "pooled": p, "reference": result.get("reference"),
-                                 "attribute_accuracy": result["attribute_accuracy"],
-                                 "anomaly_rate": result["anomaly_rate"]})
-                rows.append(row_for(family, str(seed), p, per_seed[-1:]))
-            p = pooled(dirs)
+                                 "sets": p, "reference": result.get("reference")})
+                rows += rows_for(family, str(seed), p, per_seed[-1:])
+            p = pooled(dirs, set(heldout))
+            verdict = claim(p)
             families[family] = {"base_model": FAMILIES[family], "config": str(config_path(family).relative_to(ROOT)),
                                 "resolved_config": config_to_dict(load_config(
                                     DreamBoothLoraConfig, config_path(family), [f"train.seed={seeds[0]}"] + overrides)),
-                                "pooled": p, "claim": claim(p), "reference_mean_over_seeds": reference_means(per_seed),
+                                "pooled": p, "claim": verdict, "reference_mean_over_seeds": reference_means(per_seed),
                                 "seeds": per_seed}
-            rows.append({**row_for(family, "pooled", p, per_seed), "meets": "yes" if claim(p)["meets"] else "NO"})
+            pooled_rows = rows_for(family, "pooled", p, per_seed)
+            pooled_rows[0]["meets"] = "yes" if verdict["meets"] else "NO"
+            rows += pooled_rows
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     path = write_result("anomaly_correction", {
         "summary": {
             "families": list(families), "seeds": seeds, "n_per_prompt": n, "quick": args.quick,
-            "overrides": overrides, "target_prompts": targets, "control_prompts": controls,
+            "previous_settings": args.previous_settings, "overrides": overrides, "target_prompts": targets,
+            "control_prompts": controls, "heldout_control_prompts": heldout,
             "estimator": "mediapipe==0.10.21 model_complexity=1; no detection = anomalous",
-            "claim": f"pooled target relative reduction >= {REQUIRED_REDUCTION}; control anomaly difference 95% CI "
-                     "lower bound <= 0; control attribute-accuracy difference 95% CI upper bound >= 0",
+            "conventions": conventions,
+            "claim": f"pooled target relative reduction >= {REQUIRED_REDUCTION}; for control and heldout: anomaly "
+                     "difference 95% CI lower bound <= 0 and attribute-accuracy difference 95% CI upper bound >= 0",
             "seconds": time.perf_counter() - t_start,
         },
         "families": families,
     }, args.out or (RESULTS_QUICK if args.quick else None))
-    print_table(rows, ["family", "seed", "target_base", "target_tuned", "reduction", "control_base", "control_tuned",
-                       "control_diff_ci", "attr_base", "attr_tuned", "ssim_base", "ssim_tuned", "wfd_base", "wfd_tuned",
+    print_table(rows, ["family", "seed", "set", "n", "anomaly", "reduction", "anomaly_diff_ci", "no_person", "broken",
+                       "whole", "attributes", "attr_diff_ci", "ssim_base", "ssim_tuned", "wfd_base", "wfd_tuned",
                        "meets"])
     print(f"\n{time.perf_counter() - t_start:.0f} s -> {path}")
 
