@@ -44,6 +44,15 @@ SETS = {
     "lying": {"actions": {"lying_back": 1.0, "lying_side": 1.0}, "backgrounds": ["grass", "street"]},
 }
 TARGET_DETECTION, TARGET_COLOUR = 0.70, 0.60
+SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
+              "unipc": "UniPCMultistepScheduler", "flow-euler": "FlowMatchEulerDiscreteScheduler"}
+
+
+def swap_scheduler(pipe, name: str):
+    """The pipeline's scheduler replaced by diffusers' ``SCHEDULERS[name]`` built from the same config."""
+    import diffusers
+
+    return getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
 
 
 def prompts_and_renders(name: str, n: int) -> tuple[list[str], list[np.ndarray]]:
@@ -78,32 +87,47 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tiny-sd", "tiny-sd3"], help="shipped names or directories")
     ap.add_argument("--n", type=int, default=64, help="prompts per set")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS), help="prompt sets to measure")
+    ap.add_argument("--guidance", type=float, help="CFG scale (default: the model's own, from humantune.json)")
+    ap.add_argument("--steps", type=int, help="sampler steps (default: the model's own)")
+    ap.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="swap the sampler (default: the model's own)")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the world-render rows (probes)")
     ap.add_argument("--out", type=Path, help="result JSON (default: benchmarks/results/base_quality.json)")
     args = ap.parse_args()
 
-    data = {name: prompts_and_renders(name, args.n) for name in SETS}
+    data = {name: prompts_and_renders(name, args.n) for name in args.sets}
     rows = []
     with MediaPipePoseEstimator() as estimator:
         for name, (prompts, renders) in data.items():
-            rows.append({"model": "world renders (ceiling)", "set": name, **score(renders, prompts, estimator)})
+            if not args.no_ceiling:
+                rows.append({"model": "world renders (ceiling)", "set": name, **score(renders, prompts, estimator)})
         for model in args.models:
             pipe = load_pipeline(model)
-            defaults = model_info(Path(resolve_model(model))).get("generation", {})
+            defaults = dict(model_info(Path(resolve_model(model))).get("generation", {}))
+            if args.guidance is not None:
+                defaults["guidance_scale"] = args.guidance
+            if args.steps is not None:
+                defaults["num_inference_steps"] = args.steps
+            if args.scheduler:
+                pipe.scheduler = swap_scheduler(pipe, args.scheduler)
             for name, (prompts, _) in data.items():
                 t0 = time.perf_counter()
                 images = [np.asarray(im) for im in generate_images(pipe, prompts, seed=args.seed, **defaults)]
                 dt = time.perf_counter() - t0
                 rows.append({"model": str(model), "set": name, **score(images, prompts, estimator),
-                             "images_per_s": len(images) / dt, "steps": defaults.get("num_inference_steps")})
+                             "images_per_s": len(images) / dt, "steps": defaults.get("num_inference_steps"),
+                             "guidance": defaults.get("guidance_scale"),
+                             "scheduler": type(pipe.scheduler).__name__})
     for r in rows:
         if r["set"] == "common" and r["model"] != "world renders (ceiling)":
             r["meets"] = "yes" if r["detection"] >= TARGET_DETECTION and r["shirt_colour"] >= TARGET_COLOUR else "NO"
     path = write_result("base_quality", {
-        "summary": {"n_per_set": args.n, "seed": args.seed, "estimator": "mediapipe==0.10.21 model_complexity=1",
+        "summary": {"n_per_set": args.n, "seed": args.seed, "command": " ".join(sys.argv), "estimator": "mediapipe==0.10.21 model_complexity=1",
                     "targets": {"common_detection": TARGET_DETECTION, "common_shirt_colour": TARGET_COLOUR}},
         "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
     }, args.out)
-    print_table(rows, ["model", "set", "n", "detection", "shirt_colour", "anomaly", "images_per_s", "meets"])
+    print_table(rows, ["model", "set", "n", "guidance", "steps", "scheduler", "detection", "shirt_colour", "anomaly",
+                       "images_per_s", "meets"])
     print(f"\n-> {path}")
 
 
