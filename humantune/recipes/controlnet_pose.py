@@ -86,10 +86,18 @@ class StageConfig(staging.StageConfig):
     loss: Literal["plain", "heatmap"] = option("plain", "plain: ε-MSE (stage 1 of the paper); heatmap: the "
                                                         "heatmap-guided loss (stage 2)")
     heatmap: HeatmapConfig = option(HeatmapConfig(), "heatmap settings (loss: heatmap)")
+    zero_conv_lr_scale: float = option(
+        1.0, "learning-rate multiplier for the zero-initialised convolutions (the condition encoder's conv_out, "
+             "controlnet_down_blocks, controlnet_mid_block); > 1 lets a new ControlNet start steering in fewer steps")
     train: TrainConfig = option(
         TrainConfig(max_steps=100, batch_size=8, learning_rate=1e-4, lr_scheduler="constant", weight_decay=1e-2,
                     checkpoint_every=100, validate_every=0),
         "optimisation (validate_every 0: every epoch)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.zero_conv_lr_scale > 0:
+            raise ValueError(f"zero_conv_lr_scale must be positive, got {self.zero_conv_lr_scale}")
 
 
 @dataclass
@@ -160,6 +168,15 @@ class ControlNetPoseConfig:
 # ---------------------------------------------------------------------------------------------------------- task
 
 
+def zero_convolution_parameters(controlnet) -> list[torch.nn.Parameter]:
+    """The parameters of a ControlNetModel's zero-initialised convolutions: the condition encoder's last one (the
+    condition's way in) and the output ones (one per UNet skip, and the mid block's), which carry the residuals into
+    the frozen UNet. Both ends start at zero, so each one's gradient waits for the other to grow."""
+    modules = (controlnet.controlnet_cond_embedding.conv_out, controlnet.controlnet_down_blocks,
+               controlnet.controlnet_mid_block)
+    return [p for m in modules for p in m.parameters()]
+
+
 class ControlNetTask:
     """One stage: the ControlNet trains on ``objective``'s loss (or the heatmap-guided loss), the base UNet, VAE and
     text encoder (``base``) are frozen; ``validate(controlnet, step, out_dir)`` scores the current weights."""
@@ -171,6 +188,13 @@ class ControlNetTask:
 
     def trainable_modules(self):
         return {"controlnet": self.controlnet}
+
+    def param_groups(self):
+        """The zero convolutions at ``stage.zero_conv_lr_scale`` × the learning rate, everything else at 1×."""
+        zero = {id(p) for p in zero_convolution_parameters(self.controlnet)}
+        params = [p for p in self.controlnet.parameters() if p.requires_grad]
+        return [{"params": [p for p in params if id(p) not in zero], "lr_scale": 1.0},
+                {"params": [p for p in params if id(p) in zero], "lr_scale": self.stage.zero_conv_lr_scale}]
 
     def frozen_modules(self):
         return dict(self.base)

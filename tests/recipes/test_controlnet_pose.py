@@ -262,6 +262,7 @@ def test_evaluation_writes_results_and_a_report_for_every_stage_and_the_base(ful
     ({"stages": [{"name": "a"}, {"name": "b", "init_from": "c"}]}, r"stages\[1\]\.init_from 'c' must name an earlier"),
     ({"stages": [{"name": "a", "heatmap": {"w": -1}}]}, r"stages\[0\]\.heatmap.*w must be at least 0"),
     ({"stages": [{"name": "a", "lr": 1}]}, r"unknown key 'stages\[0\]\.lr'"),
+    ({"stages": [{"name": "a", "zero_conv_lr_scale": 0}]}, r"stages\[0\].*zero_conv_lr_scale must be positive"),
     ({"stages": [{"name": "eval"}]}, r"stages\[0\].*name 'eval'"),
     ({"stages": [{"name": "a", "loss": "l1"}]}, r"'stages\[0\]\.loss' must be one of"),
     ({"eval": {"samples": 16, "metrics": ["oks", "world_fd"]}}, r"'eval' .*world_fd .* more than 128"),
@@ -279,3 +280,29 @@ def test_a_resolution_the_vae_cannot_encode_is_a_config_error(tmp_path, base_dir
     recipe.trainer = cp.Trainer(tmp_path / "run")
     with pytest.raises(ConfigError, match="resolution 33 must be a multiple of the base VAE's downsampling factor 2"):
         recipe._load_base()
+
+
+def test_zero_convolutions_get_their_own_learning_rate(tmp_path, base_dir):
+    """zero_conv_lr_scale s puts the ControlNet's output convolutions in their own optimizer group at s × lr (the
+    engine's param_groups); the other parameters stay at lr, and the two groups cover every parameter once."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from humantune.train.engine import param_groups
+
+    cfg = _config(tmp_path, base_dir)
+    assert cfg.stages[0].zero_conv_lr_scale == 1.0  # the default leaves the optimisation as it was
+    stage = copy_module.deepcopy(cfg.stages[0])
+    stage.zero_conv_lr_scale = 10.0
+    net = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(base_dir / "unet"),
+                                    conditioning_embedding_out_channels=(8, 16))
+    task = cp.ControlNetTask(stage, net, {}, None, [], None, None)
+    params = list(net.parameters())
+    groups = param_groups(task, params)
+    zero = {id(p) for p in cp.zero_convolution_parameters(net)}
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0]
+    assert {id(p) for p in groups[1]["params"]} == zero
+    # the zero convolutions: the condition encoder's last, one per UNet skip connection, the mid block's; weight
+    # and bias each, and all of them zero in a new ControlNet
+    assert len(zero) == 2 * (1 + len(net.controlnet_down_blocks) + 1)
+    assert all(float(p.detach().abs().max()) == 0.0 for p in cp.zero_convolution_parameters(net))
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(params)
