@@ -29,9 +29,9 @@ from humantune.eval.anatomy_judge import CLASSES, DEFAULT_WEIGHTS_DIR, AnatomyJu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-pairs", type=int, default=6000, help="twin renders (correct, broken) to train on")
-    ap.add_argument("--n-vae", type=int, default=750, help="of those pairs, how many are also added VAE-passed")
-    ap.add_argument("--steps", type=int, default=3600)
+    ap.add_argument("--n-pairs", type=int, default=10000, help="twin renders (correct, broken) to train on")
+    ap.add_argument("--n-vae", type=int, default=1250, help="of those pairs, how many are also added VAE-passed")
+    ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=0, help="training world seed and torch seed; held-out is seed + 1")
     ap.add_argument("--heldout", type=int, default=2000)
     ap.add_argument("--heldout-vae", type=int, default=1000)

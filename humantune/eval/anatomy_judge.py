@@ -422,7 +422,7 @@ def evaluate_anatomy_judge(judge: AnatomyJudge, n: int = 2000, n_vae: int = 1000
     return out
 
 
-def train_anatomy_judge(n_pairs: int = 6000, n_vae: int = 750, seed: int = 0, steps: int = 3600,
+def train_anatomy_judge(n_pairs: int = 10000, n_vae: int = 1250, seed: int = 0, steps: int = 8000,
                         batch_size: int = 64, lr: float = 3e-3, heldout: int = 2000, heldout_vae: int = 1000,
                         vae_dir: str | Path | None = None, out_path: str | Path | None = None,
                         progress: bool = False) -> tuple[AnatomyJudge, dict[str, Any]]:

@@ -104,8 +104,8 @@ def test_preprocess_resizes_by_area_and_rejects_non_rgb_uint8():
 # Standing people of world seed 7 (one person, not truncated): samples 0-2 correct; one broken render per type, the
 # sample index chosen where the shipped judge is right (it misses some: held-out AUCs are in its README).
 BROKEN_SAMPLE = {"extra_limb": 0, "missing_limb": 0, "bent_wrong_way": 0, "fused_legs": 0, "detached_part": 5}
-EXPECTED_CORRECT = [0.3045, 0.122, 0.1423]
-EXPECTED_BROKEN = [0.9997, 0.7761, 0.9893, 0.9997, 1.0]
+EXPECTED_CORRECT = [0.0255, 0.0011, 0.008]
+EXPECTED_BROKEN = [1.0, 0.9919, 0.9995, 0.9999, 1.0]
 
 
 def test_shipped_judge_scores_correct_renders_low_and_broken_ones_high(shipped):
