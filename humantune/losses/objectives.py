@@ -94,21 +94,36 @@ class Objective:
         return per_sample_mse(self.prediction(output, noised), noised.target) * noised.weights
 
 
-class DDPMObjective(Objective):
-    """ε- (or v-) prediction on a DDPM schedule (Ho et al. 2020):  z_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·ε,  t ~ U{0 … T−1},
-    loss  w_t·mean ‖ε_θ(z_t, t, c) − ε‖²  with  w_t = 1, or Min-SNR-γ's  min(SNR(t), γ)/SNR(t)  (Hang et al. 2023)."""
+def cubic_timesteps(u: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
+    """T2I-Adapter's non-uniform timestep sampling (Mou et al. 2023, §3.4):  t = ⌊(1 − u³)·T⌋  with  u ~ U[0, 1),
+    clamped to {0 … T−1}. It favours large t (P(t ≥ T/2) = 0.79), the noisy steps where the layout — and so a
+    structural condition such as a pose — is decided."""
+    t = ((1.0 - u.double() ** 3) * num_train_timesteps).floor().long()
+    return t.clamp(0, num_train_timesteps - 1)
 
-    def __init__(self, scheduler, snr_gamma: float | None = None) -> None:
+
+class DDPMObjective(Objective):
+    """ε- (or v-) prediction on a DDPM schedule (Ho et al. 2020):  z_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·ε,  t ~ U{0 … T−1}
+    (or :func:`cubic_timesteps`), loss  w_t·mean ‖ε_θ(z_t, t, c) − ε‖²  with  w_t = 1, or Min-SNR-γ's
+    min(SNR(t), γ)/SNR(t)  (Hang et al. 2023)."""
+
+    def __init__(self, scheduler, snr_gamma: float | None = None,
+                 timestep_sampling: Literal["uniform", "cubic"] = "uniform") -> None:
+        if timestep_sampling not in ("uniform", "cubic"):
+            raise ValueError(f"timestep_sampling must be 'uniform' or 'cubic', got {timestep_sampling!r}")
         self.alphas_cumprod = scheduler.alphas_cumprod
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.prediction_type = scheduler.config.prediction_type
         self.snr_gamma = snr_gamma
+        self.timestep_sampling = timestep_sampling
 
     def noise(self, z0, generator, noise=None, level=None):
         device, rng = z0.device, draws(generator)
         if noise is None:
             noise = rng.randn(z0.shape).to(device)
-        if level is None:
+        if level is None and self.timestep_sampling == "cubic":
+            level = cubic_timesteps(rng.rand((len(z0),)), self.num_train_timesteps).to(device)
+        elif level is None:
             level = rng.randint(0, self.num_train_timesteps, (len(z0),)).to(device)
         if self.snr_gamma is None:
             weights = torch.ones(len(z0), device=device)

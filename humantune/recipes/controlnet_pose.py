@@ -139,6 +139,9 @@ class ControlNetPoseConfig:
     cache: bool = option(True, "precompute latents, text embeddings, conditions and heatmaps once, in memory "
                                "(false: per batch, for large datasets)")
     snr_gamma: float | None = option(None, "Min-SNR-γ loss weighting (null: none)")
+    timestep_sampling: Literal["uniform", "cubic"] = option(
+        "uniform", "training timesteps: uniform, or cubic (T2I-Adapter: t = (1 − u³)·T, mostly noisy steps, where "
+                   "the pose decides the layout)")
     stages: list[StageConfig] = option(
         [StageConfig(name="stage1", loss="plain", epochs=4.0),
          StageConfig(name="stage2", loss="heatmap", epochs=2.0)],
@@ -295,7 +298,8 @@ class ControlNetPoseRecipe:
         self.pipe, self.parts = pipe, {k: pipe.components[k] for k in ("vae", "unet", "text_encoder", "tokenizer")}
         for k in ("vae", "unet", "text_encoder"):
             self.parts[k].requires_grad_(False).eval()
-        self.objective = DDPMObjective(DDPMScheduler.from_config(pipe.scheduler.config), cfg.snr_gamma)
+        self.objective = DDPMObjective(DDPMScheduler.from_config(pipe.scheduler.config), cfg.snr_gamma,
+                                       cfg.timestep_sampling)
         self.vae_factor = 2 ** (len(self.parts["vae"].config.block_out_channels) - 1)
         self.resolution = cfg.resolution or self.parts["unet"].config.sample_size * self.vae_factor
         if self.resolution % self.vae_factor:

@@ -9,7 +9,7 @@ from humantune.losses.denoising import (
     logit_normal_sigmas, min_snr_weights, per_sample_mse, shift_sigmas,
 )
 from humantune.losses.objectives import (
-    DDPMObjective, FlowMatchingConfig, RectifiedFlowObjective, sample_latents,
+    DDPMObjective, FlowMatchingConfig, RectifiedFlowObjective, cubic_timesteps, sample_latents,
 )
 
 
@@ -34,6 +34,27 @@ def test_ddpm_objective_draws_noise_then_timesteps_and_weights_by_min_snr(predic
     if gamma is not None:
         expected = expected * min_snr_weights(sched.alphas_cumprod, t, gamma, prediction)
     assert torch.equal(DDPMObjective(sched, gamma).loss(pred, noised), expected)
+
+
+def test_cubic_timesteps_follow_t2i_adapter_and_favour_noisy_steps():
+    u = torch.tensor([0.0, 0.5, 0.9, 0.999999])
+    # t = floor((1 - u^3) T), clamped to T - 1: u = 0 is the noisiest step
+    assert cubic_timesteps(u, 1000).tolist() == [999, 875, 271, 0]
+    t = cubic_timesteps(torch.rand(200000, generator=torch.Generator().manual_seed(0)), 1000)
+    # P(t >= 500) = P(u <= 0.5^(1/3)) = 0.794; uniform sampling would give 0.5
+    assert float((t >= 500).float().mean()) == pytest.approx(0.5 ** (1 / 3), abs=0.003)
+
+
+def test_ddpm_objective_with_cubic_sampling_draws_u_after_the_noise():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    z0 = _z0()
+    noised = DDPMObjective(sched, timestep_sampling="cubic").noise(z0, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(z0.shape, generator=g)
+    t = cubic_timesteps(torch.rand((3,), generator=g), 1000)
+    assert torch.equal(noised.noise, noise) and torch.equal(noised.level, t)
+    with pytest.raises(ValueError, match="timestep_sampling must be 'uniform' or 'cubic'"):
+        DDPMObjective(sched, timestep_sampling="cosine")
 
 
 @pytest.mark.parametrize("precondition", [False, True])
