@@ -80,3 +80,18 @@ def save_sdxl_pipeline(out_dir: Path, seed: int = 0) -> Path:
     (out_dir / "humantune.json").write_text(json.dumps({"name": "test-sdxl", "family": "sdxl",
                                                         "generation": generation}))
     return out_dir
+
+
+def denoiser_output(pipe, family: str, prompt: str, seed: int = 5, t: int = 400) -> torch.Tensor:
+    """The denoiser's output for ``prompt`` on a fixed noisy latent (1, 4, 16, 16) at timestep ``t``: the UNet for
+    ``family`` sd, the SD3 transformer (timestep as a float, T5-less prompt encoding) for sd3. Compares a stock
+    pipeline with a LoRA loaded against the recipe's own weights."""
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        if family == "sd":
+            cond, _ = pipe.encode_prompt(prompt, "cpu", 1, False)
+            return pipe.unet(x, torch.tensor([t]), cond).sample
+        cond, _, pooled, _ = pipe.encode_prompt(prompt, None, None, do_classifier_free_guidance=False,
+                                                max_sequence_length=TRANSFORMER.max_sequence_length)
+        return pipe.transformer(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
+                                timestep=torch.tensor([float(t)])).sample

@@ -22,7 +22,7 @@ from humantune.recipes.diffusion_dpo import DiffusionDpoConfig, DiffusionDpoReci
 from humantune.recipes.dpo_training import DpoTask, load_adapter_weights, objective_for, stack_noised
 from humantune.train.engine import read_metrics, read_validation
 from humantune.train.sampling import BatchRandom
-from tests.tiny_pipelines import TRANSFORMER, save_pipeline
+from tests.tiny_pipelines import denoiser_output, save_pipeline
 
 PROMPTS = ["a man in a red shirt and blue jeans standing on the grass",
            "a woman in a blue dress walking on the street"]
@@ -111,17 +111,9 @@ def test_run_logs_the_terms_and_saves_a_lora_stock_diffusers_loads(bases, pairs_
     assert "load_lora_weights" in (lora_dir / "README.md").read_text()
     extra = {} if family == "sd" else {"text_encoder_3": None, "tokenizer_3": None}
     stock = DiffusionPipeline.from_pretrained(bases[family], **extra)
-    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
 
     def output(pipe):
-        with torch.no_grad():
-            if family == "sd":
-                cond, _ = pipe.encode_prompt(PROMPTS[0], "cpu", 1, False)
-                return pipe.unet(x, torch.tensor([400]), cond).sample
-            cond, _, pooled, _ = pipe.encode_prompt(PROMPTS[0], None, None, do_classifier_free_guidance=False,
-                                                    max_sequence_length=TRANSFORMER.max_sequence_length)
-            return pipe.transformer(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
-                                    timestep=torch.tensor([400.0])).sample
+        return denoiser_output(pipe, family, PROMPTS[0])
 
     before = output(stock)
     stock.load_lora_weights(str(lora_dir))

@@ -27,7 +27,7 @@ from humantune.recipes.dreambooth_lora import (
     training_sample_indices,
 )
 from humantune.train.engine import StepBatches, read_metrics
-from tests.tiny_pipelines import TRANSFORMER, save_pipeline
+from tests.tiny_pipelines import TRANSFORMER, denoiser_output, save_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dreambooth_lora"
 ANOMALY = CONFIGS.parent / "anomaly"
@@ -126,15 +126,7 @@ def _stock(base: Path, family: str):
 
 def _denoise(pipe, family: str) -> torch.Tensor:
     """The denoiser's output for PROMPTS[0] on a fixed noisy latent at t = 400."""
-    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        if family == "sd":
-            cond, _ = pipe.encode_prompt(PROMPTS[0], "cpu", 1, False)
-            return pipe.unet(x, torch.tensor([400]), cond).sample
-        cond, _, pooled, _ = pipe.encode_prompt(PROMPTS[0], None, None, do_classifier_free_guidance=False,
-                                                max_sequence_length=TRANSFORMER.max_sequence_length)
-        return pipe.transformer(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
-                                timestep=torch.tensor([400.0])).sample
+    return denoiser_output(pipe, family, PROMPTS[0])
 
 
 def _lora_layers(model: torch.nn.Module) -> set[str]:
