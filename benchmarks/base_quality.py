@@ -122,7 +122,8 @@ def main() -> None:
         if r["set"] == "common" and r["model"] != "world renders (ceiling)":
             r["meets"] = "yes" if r["detection"] >= TARGET_DETECTION and r["shirt_colour"] >= TARGET_COLOUR else "NO"
     path = write_result("base_quality", {
-        "summary": {"n_per_set": args.n, "seed": args.seed, "command": " ".join(sys.argv), "estimator": "mediapipe==0.10.21 model_complexity=1",
+        "summary": {"n_per_set": args.n, "seed": args.seed, "command": " ".join(sys.argv),
+                    "estimator": "mediapipe==0.10.21 model_complexity=1",
                     "targets": {"common_detection": TARGET_DETECTION, "common_shirt_colour": TARGET_COLOUR}},
         "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
     }, args.out)

@@ -123,7 +123,8 @@ def same_clothing_prompts(instance_prompts: list[str], actions: list[str]) -> li
         for request in requests:
             people = tuple(dataclasses.replace(p, action=action) for p in request.people)
             out.append(compose_request(dataclasses.replace(request, people=people)))
-    out = [p for p in dict.fromkeys(out) if p not in set(instance_prompts)]
+    instance = set(instance_prompts)
+    out = [p for p in dict.fromkeys(out) if p not in instance]
     if not out:
         raise ValueError(f"prior.class_prompts: {SAME_CLOTHING} with class_actions {actions} gives no prompt other "
                          "than the instance prompts")
@@ -507,8 +508,8 @@ class DreamBoothLoraRecipe:
             "recipe": "dreambooth-lora", "base_model": str(cfg.base_model), "family": self.family.name,
             "pipeline": type(self.pipe).__name__, "resolution": self.resolution,
             "instance_prompts": cfg.instance.prompts, "num_instance_images": self.num_instance,
-            "num_class_images": self.num_class,
-            "class_prompts": list(dict.fromkeys(self.captions[self.num_instance:])), "adapted_layers": {k: len(v) for k, v in self.adapted.items()},
+            "num_class_images": self.num_class, "class_prompts": list(dict.fromkeys(self.captions[self.num_instance:])),
+            "adapted_layers": {k: len(v) for k, v in self.adapted.items()},
             "lora": config_to_dict(cfg.lora), "steps": cfg.train.max_steps, "summary": summary,
             "generation": self.generation, "seconds": seconds,
         }
