@@ -28,6 +28,12 @@ not worse.
     python benchmarks/controlnet_pose.py                 # about 90 minutes on 2 CPU cores
     python benchmarks/controlnet_pose.py --quick         # CI-sized smoke run, under 3 minutes
     python benchmarks/controlnet_pose.py --w 4 --placement outside    # Stable-Pose's α = 5 weighting
+    python benchmarks/controlnet_pose.py --sweep gaussian:0.5 gaussian:4 mask:1 skeleton_blur:1 --sweep-seeds 0
+
+``--sweep KIND:W ...`` adds a short sweep of the heatmap: for each variant and sweep seed, arm B is trained again
+from that seed's stage-1 ControlNet (``controlnet_init``) with heatmap kind KIND and weight w = W, with the seed's
+data order and noise, and scored on the same held-out set; it is compared with the seed's arm A per image (paired
+bootstrap over images). Each variant costs one arm (K epochs) and one evaluation.
 
 Runs are resumable (re-run the same command): each seed's recipe run lives in ``--runs DIR/seed_S``.
 """
@@ -148,6 +154,67 @@ def render_worlds(args, s: dict) -> dict[str, Path]:
     return worlds
 
 
+def parse_variant(text: str) -> tuple[str, float]:
+    """``KIND:W`` of ``--sweep`` → (heatmap kind, w)."""
+    kind, _, w = text.partition(":")
+    kinds = ("gaussian", "mask", "skeleton_blur")
+    try:
+        value = float(w)
+    except ValueError:
+        value = float("nan")
+    if kind not in kinds or not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"--sweep variant '{text}': expected KIND:W with KIND one of "
+                                         f"{', '.join(kinds)} and W a weight >= 0, e.g. gaussian:2")
+    return kind, value
+
+
+def sweep_config(args, s: dict, seed: int, kind: str, w: float, worlds: dict[str, Path]) -> ControlNetPoseConfig:
+    """Arm B of ``seed`` again with heatmap ``kind`` and weight ``w``, from that seed's stage-1 ControlNet."""
+    full = recipe_config(args, s, seed, include_base=False, worlds=worlds)
+    arm_b = config_to_dict(full.stages[-1])
+    arm_b.update(init_from=None, heatmap={**arm_b["heatmap"], "kind": kind, "w": w})
+    return load_config(ControlNetPoseConfig, args.config, [
+        "stages=" + json.dumps([arm_b]),
+        "controlnet_init=" + json.dumps(str(args.runs / f"seed_{seed}" / "stage1" / "controlnet")),
+        "train_data=" + json.dumps(config_to_dict(full.train_data)),
+        "heldout_data=" + json.dumps(config_to_dict(full.heldout_data)),
+        "eval=" + json.dumps({**config_to_dict(full.eval), "include_base": False}),
+        "generation=" + json.dumps(config_to_dict(full.generation)),
+        "validation.samples=0",
+    ])
+
+
+def run_sweep(args, s: dict, worlds: dict[str, Path], per_seed: dict) -> list[dict]:
+    """The ``--sweep`` variants: arm B retrained per (kind, w) and sweep seed, scored against the seed's arm A."""
+    rows = []
+    seeds = args.sweep_seeds or s["seeds"][:1]
+    for kind, w in args.sweep:
+        diffs, scores = [], {}
+        for seed in seeds:
+            if seed not in per_seed:
+                raise SystemExit(f"--sweep-seeds {seed}: not among --seeds {s['seeds']} (its stage 1 is needed)")
+            run = args.runs / "sweep" / f"{kind}_w{w:g}" / f"seed_{seed}"
+            ControlNetPoseRecipe(sweep_config(args, s, seed, kind, w, worlds), run).run()
+            metrics = json.loads((run / "results.json").read_text())["metrics"]["arm_b"]
+            if "oks" in metrics:
+                oks = metrics["oks"]
+                oks["detection_rate"] = oks["num_detections"] / max(1, oks["num_images"])
+            scores[seed] = {col: metrics.get(m, {}).get(k) for col, (m, k) in METRICS.items()}
+            d = per_image_oks(run, "arm_b") - per_image_oks(args.runs / f"seed_{seed}", "arm_a")
+            diffs.extend(d[np.isfinite(d)].tolist())
+        row = {"heatmap": kind, "w": w, "seeds": seeds}
+        for col in METRICS:
+            values = [scores[seed][col] for seed in seeds if scores[seed][col] is not None]
+            if values:
+                row[col] = float(np.mean(values))
+                row[f"{col}_arm_a"] = float(np.mean([per_seed[seed]["arm_a"][col] for seed in seeds]))
+        lo, hi = bootstrap_ci(diffs)
+        row["oks_b_minus_a_per_image"] = {"mean": float(np.mean(diffs)) if diffs else float("nan"), "ci95": [lo, hi],
+                                          "n_images": len(diffs)}
+        rows.append(row)
+    return rows
+
+
 def per_image_oks(run: Path, label: str) -> np.ndarray:
     rows = [json.loads(line) for line in
             (run / "eval" / label / "metrics" / "per_image.jsonl").read_text().splitlines() if line.strip()]
@@ -172,6 +239,9 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, help="held-out samples evaluated (default: the config's)")
     ap.add_argument("--inference-steps", type=int, help="sampling steps (default: the config's)")
     ap.add_argument("--validation-samples", type=int, help="validation samples per epoch (default: the config's)")
+    ap.add_argument("--sweep", type=parse_variant, nargs="+", default=[], metavar="KIND:W",
+                    help="heatmap variants of arm B to sweep, e.g. gaussian:0.5 gaussian:4 mask:1")
+    ap.add_argument("--sweep-seeds", type=int, nargs="+", help="seeds the sweep runs on (default: the first seed)")
     ap.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/controlnet_pose[_quick].json)")
     args = ap.parse_args()
     name = "controlnet_pose_quick" if args.quick else "controlnet_pose"
@@ -227,6 +297,8 @@ def main() -> None:
         lo, hi = bootstrap_ci(oks_diff)
         image_level = {"mean": float(np.mean(oks_diff)), "ci95": [lo, hi], "n_images": len(oks_diff)}
 
+    sweep = run_sweep(args, s, worlds, per_seed) if args.sweep else []
+
     total = time.perf_counter() - t0
     template = recipe_config(args, s, s["seeds"][0], True, worlds)
     path = write_result(name, {
@@ -248,6 +320,7 @@ def main() -> None:
         },
         "models": rows, "paired_b_minus_a": paired, "image_level_oks_b_minus_a": image_level,
         "per_seed": {str(k): v for k, v in per_seed.items()},
+        "heatmap_sweep": sweep,
     }, args.out)
     print_table(rows, ["model", "seeds"] + columns)
     print()
@@ -257,6 +330,14 @@ def main() -> None:
     if image_level:
         print(f"\nper-image OKS B − A (pooled over seeds, {image_level['n_images']} images): "
               f"{image_level['mean']:.4f} [{image_level['ci95'][0]:.4f}, {image_level['ci95'][1]:.4f}]")
+    if sweep:
+        print()
+        print_table([{"heatmap": f"{r['heatmap']} w={r['w']:g}", "seeds": " ".join(map(str, r["seeds"])),
+                      "OKS": r.get("oks"), "OKS arm A": r.get("oks_arm_a"),
+                      "per-image B − A": "{:.4f} [{:.4f}, {:.4f}]".format(
+                          r["oks_b_minus_a_per_image"]["mean"], *r["oks_b_minus_a_per_image"]["ci95"]),
+                      "SSIM": r.get("ssim"), "attribute acc": r.get("attribute_accuracy")} for r in sweep],
+                    ["heatmap", "seeds", "OKS", "OKS arm A", "per-image B − A", "SSIM", "attribute acc"])
     print(f"\n{total / 60:.1f} min -> {path}")
 
 
