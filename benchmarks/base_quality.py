@@ -15,7 +15,17 @@ model's default steps and guidance, on this machine.
 
 Targets (issue 3): common set — detection ≥ 0.70 and shirt colour ≥ 0.60; lying set visibly worse.
 
+Where is the limit? Two probes locate it (``--limits``):
+
+- ``VAE round trip``: the renders encoded and decoded by the model's own VAE, scored like generated images. The
+  base cannot draw better than its VAE reconstructs; this is the VAE's ceiling.
+- ``img2img strength s``: each render noised to strength ``s`` (the fraction of the sampling schedule that runs,
+  diffusers' img2img) and denoised with its prompt. Low strength keeps the render's layout and asks the denoiser for
+  detail; strength near 1 asks it for the whole body. The strength where detection falls says which part of the
+  image the denoiser cannot draw.
+
     python benchmarks/base_quality.py [--models tiny-sd tiny-sd3] [--n 64] [--seed 0]
+    python benchmarks/base_quality.py --limits 0.25 0.5 0.75 1.0 --no-ceiling --out benchmarks/results/base_limits.json
 """
 
 from __future__ import annotations
@@ -82,6 +92,41 @@ def score(images: list[np.ndarray], prompts: list[str], estimator) -> dict:
     return row
 
 
+def vae_round_trip(pipe, renders: list[np.ndarray]) -> list[np.ndarray]:
+    """``renders`` encoded (posterior mode) and decoded by ``pipe``'s VAE."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for image in renders:
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+            latents = pipe.vae.encode(x.to(pipe.vae.dtype)).latent_dist.mode()
+            y = pipe.vae.decode(latents).sample[0].clamp(-1, 1)
+            out.append(((y.permute(1, 2, 0).float().numpy() + 1.0) * 127.5).round().astype(np.uint8))
+    return out
+
+
+def limit_rows(model: str, pipe, defaults: dict, data: dict, strengths: list[float], seed: int, estimator) -> list:
+    """The ``--limits`` probes of one model: its VAE round trip, then img2img from the renders at each strength."""
+    from diffusers import AutoPipelineForImage2Image
+    from PIL import Image
+
+    rows = []
+    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+    kwargs = {k: v for k, v in defaults.items() if k not in ("height", "width")}
+    for name, (prompts, renders) in data.items():
+        rows.append({"model": f"{model} VAE round trip", "set": name,
+                     **score(vae_round_trip(pipe, renders), prompts, estimator)})
+        for strength in strengths:
+            images = generate_images(img2img, prompts, seed=seed, image=[Image.fromarray(r) for r in renders],
+                                     strength=strength, **kwargs)
+            rows.append({"model": f"{model} img2img strength {strength:g}", "set": name, "strength": strength,
+                         **score([np.asarray(im) for im in images], prompts, estimator),
+                         "steps": defaults.get("num_inference_steps"), "guidance": defaults.get("guidance_scale"),
+                         "scheduler": type(img2img.scheduler).__name__})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["tiny-sd", "tiny-sd3"], help="shipped names or directories")
@@ -91,9 +136,14 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, help="CFG scale (default: the model's own, from humantune.json)")
     ap.add_argument("--steps", type=int, help="sampler steps (default: the model's own)")
     ap.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="swap the sampler (default: the model's own)")
+    ap.add_argument("--limits", type=float, nargs="+", metavar="STRENGTH",
+                    help="instead of generating from noise: the VAE round trip and img2img from the renders at "
+                         "these strengths (0 < s <= 1)")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the world-render rows (probes)")
     ap.add_argument("--out", type=Path, help="result JSON (default: benchmarks/results/base_quality.json)")
     args = ap.parse_args()
+    if args.limits and not all(0 < v <= 1 for v in args.limits):
+        ap.error(f"--limits: strengths must be in (0, 1], got {args.limits}")
 
     data = {name: prompts_and_renders(name, args.n) for name in args.sets}
     rows = []
@@ -110,6 +160,9 @@ def main() -> None:
                 defaults["num_inference_steps"] = args.steps
             if args.scheduler:
                 pipe.scheduler = swap_scheduler(pipe, args.scheduler)
+            if args.limits:
+                rows.extend(limit_rows(str(model), pipe, defaults, data, args.limits, args.seed, estimator))
+                continue
             for name, (prompts, _) in data.items():
                 t0 = time.perf_counter()
                 images = [np.asarray(im) for im in generate_images(pipe, prompts, seed=args.seed, **defaults)]
@@ -119,7 +172,7 @@ def main() -> None:
                              "guidance": defaults.get("guidance_scale"),
                              "scheduler": type(pipe.scheduler).__name__})
     for r in rows:
-        if r["set"] == "common" and r["model"] != "world renders (ceiling)":
+        if r["set"] == "common" and r["model"] in map(str, args.models):
             r["meets"] = "yes" if r["detection"] >= TARGET_DETECTION and r["shirt_colour"] >= TARGET_COLOUR else "NO"
     path = write_result("base_quality", {
         "summary": {"n_per_set": args.n, "seed": args.seed, "command": " ".join(sys.argv),
