@@ -69,7 +69,7 @@ from humantune.report.grid import image_grid
 from humantune.studies.heldout import EvalConfig, HeldoutSet, evaluate_models, metric_table_row, scores_only, write_reference
 from humantune.train import stages as staging
 from humantune.train.engine import Trainer, TrainConfig, read_metrics, read_validation
-from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, sigterm_as_interrupt
 
 CONDITIONING_CHANNELS = (16, 32, 96, 256)
 """diffusers' ControlNet condition encoder widths for an f8 VAE (three stride-2 convolutions); a VAE with factor
@@ -247,14 +247,14 @@ class ControlNetTask:
 # ---------------------------------------------------------------------------------------------------------- recipe
 
 
-class ControlNetPoseRecipe:
+class ControlNetPoseRecipe(RecipeRun):
     """``setup()`` loads the frozen base and the data, ``train()`` runs the declared stages (each saved as a
     ControlNetModel), ``evaluate()`` scores every stage and the base on the held-out set and writes results.json
     and report.html."""
 
     def __init__(self, cfg: ControlNetPoseConfig, output_dir: str | Path, resume: bool = True,
                  allow_config_change: bool = False) -> None:
-        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+        super().__init__(cfg, output_dir, resume, allow_config_change)
         self._estimator = None
         self._cached: CachedData | None = None
 
@@ -273,7 +273,7 @@ class ControlNetPoseRecipe:
         """Open the run folder (:func:`~humantune.train.run_folder.prepare_run_folder`), load the base, open the
         data; a failure here leaves no new folder behind."""
         cfg = self.cfg
-        with prepare_run_folder(self.out, cfg, self.resume, self.allow_config_change) as folder:
+        with self.open_folder() as folder:
             self.trainer = Trainer(self.out, cfg.stages[0].train.mixed_precision)
             self._load_base()
             self.train_set = self._open(cfg.train_data, "train")

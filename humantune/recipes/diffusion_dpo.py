@@ -60,7 +60,7 @@ from humantune.models.generation import load_vae
 from humantune.recipes.dpo_training import DpoConfig, PairLatents, encode_pairs, objective_for, train_dpo_stage
 from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig, read_metrics, read_validation
-from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, sigterm_as_interrupt
 
 DEFAULT_PROMPTS = [
     "a man in a red shirt and blue jeans standing on the grass",
@@ -128,13 +128,11 @@ class DiffusionDpoConfig:
             raise ValueError(f"resolution must be at least 8 pixels, got {self.resolution}")
 
 
-class DiffusionDpoRecipe:
+class DiffusionDpoRecipe(RecipeRun):
     """setup() loads the model and the pairs and adds the adapters; train() runs the DPO stage; save() writes the
     LoRA, its card and the report."""
 
-    def __init__(self, cfg: DiffusionDpoConfig, output_dir: str | Path, resume: bool = True,
-                 allow_config_change: bool = False):
-        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+    cfg: DiffusionDpoConfig
 
     def run(self) -> Path:
         t0 = time.perf_counter()
@@ -146,7 +144,7 @@ class DiffusionDpoRecipe:
     # -- setup
 
     def setup(self) -> None:
-        with prepare_run_folder(self.out, self.cfg, self.resume, self.allow_config_change) as folder:
+        with self.open_folder() as folder:
             self._setup()
             folder.commit()
 

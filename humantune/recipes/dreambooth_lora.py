@@ -68,7 +68,7 @@ from humantune.models.encoding import PromptConditioning, encode_latent_stats
 from humantune.models.families import Family, denoise, family_of
 from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig
-from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, sigterm_as_interrupt
 from humantune.train.sampling import BatchRandom
 
 DEFAULT_TARGET_PROMPTS = [
@@ -297,13 +297,11 @@ class DreamBoothLoraTask:
 # ---------------------------------------------------------------------------------------------------------- recipe
 
 
-class DreamBoothLoraRecipe:
+class DreamBoothLoraRecipe(RecipeRun):
     """setup() loads the base, gathers instance (and class) images, fills the caches and adds the adapters;
     train() runs the engine; save() writes the LoRA."""
 
-    def __init__(self, cfg: DreamBoothLoraConfig, output_dir: str | Path, resume: bool = True,
-                 allow_config_change: bool = False):
-        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+    cfg: DreamBoothLoraConfig
 
     def run(self) -> Path:
         t0 = time.perf_counter()
@@ -317,7 +315,7 @@ class DreamBoothLoraRecipe:
     def setup(self) -> None:
         """Open the run folder (:func:`~humantune.train.run_folder.prepare_run_folder`; a failure here leaves no new
         folder behind), then load the base, gather the images, fill the caches and add the adapters."""
-        with prepare_run_folder(self.out, self.cfg, self.resume, self.allow_config_change) as folder:
+        with self.open_folder() as folder:
             self._setup()
             folder.commit()
 

@@ -65,7 +65,7 @@ from humantune.train.progressive import (
     OptimizerCarry, ProgressiveBlocks, SavedTensorBytes, best_candidate, candidate_efficiencies, supernet_choice,
     training_state_bytes,
 )
-from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, sigterm_as_interrupt
 
 ARMS = {"ent-prog": ("adaptive", "cei"), "cei-fixed": ("fixed", "cei"), "random-adaptive": ("adaptive", "random"),
         "full": ("full", "cei")}
@@ -273,18 +273,16 @@ def _grad_checked(denoiser, names: list[str]):
 # ---------------------------------------------------------------------------------------------------------- recipe
 
 
-class EntProgRecipe:
+class EntProgRecipe(RecipeRun):
     """``run()``: open the run folder and set up the task, rank the blocks (CEI or random), measure the base's
     held-out loss and samples, run the stages (:meth:`_train_stage`), the ``compare_with`` arms, and write
     results.json and report.html."""
 
-    def __init__(self, cfg: EntProgConfig, output_dir: str | Path, resume: bool = True,
-                 allow_config_change: bool = False) -> None:
-        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+    cfg: EntProgConfig
 
     def run(self) -> Path:
         with sigterm_as_interrupt():
-            with prepare_run_folder(self.out, self.cfg, self.resume, self.allow_config_change) as folder:
+            with self.open_folder() as folder:
                 self.trainer = Trainer(self.out, self.cfg.stages[0].train.mixed_precision, log_with=None)
                 self.setup = tasks.setup_task(self.cfg, self.out, self.trainer.device)
                 folder.commit()

@@ -63,7 +63,7 @@ from humantune.recipes.dpo_training import DpoConfig, DpoStepOutputs, load_adapt
 from humantune.studies.heldout import EvalConfig, HeldoutSet, evaluate_models, scores_only, write_reference
 from humantune.train import stages as staging
 from humantune.train.engine import Trainer, TrainConfig
-from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, sigterm_as_interrupt
 
 Curriculum = Literal["hg-dpo", "naive", "generated"]
 
@@ -204,13 +204,13 @@ def statistics_term(outputs: DpoStepOutputs, cfg: StatisticsConfig, vae=None) ->
     return cfg.weight * stat, {"statistics_loss": stat.item()}
 
 
-class HgDpoRecipe:
+class HgDpoRecipe(RecipeRun):
     """``setup()`` loads the base, adds the adapters and opens the real and held-out data; ``train()`` runs the
     curriculum; ``evaluate()`` scores the base and every stage and writes results.json and report.html."""
 
     def __init__(self, cfg: HgDpoConfig, output_dir: str | Path, resume: bool = True,
                  allow_config_change: bool = False) -> None:
-        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+        super().__init__(cfg, output_dir, resume, allow_config_change)
         self._reward = None
 
     def run(self) -> Path:
@@ -230,7 +230,7 @@ class HgDpoRecipe:
     # -- setup
 
     def setup(self) -> None:
-        with prepare_run_folder(self.out, self.cfg, self.resume, self.allow_config_change) as folder:
+        with self.open_folder() as folder:
             self._setup()
             folder.commit()
 

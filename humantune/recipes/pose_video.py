@@ -58,7 +58,7 @@ from humantune.models.pose_video import (
 )
 from humantune.train import stages as staging
 from humantune.train.engine import Trainer, TrainConfig
-from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, sigterm_as_interrupt
 
 __all__ = ["PoseVideoConfig", "StageConfig", "VideoClips", "PoseVideoTask", "load_clips", "initial_denoiser",
            "phase_task", "phase_trainable", "denoiser_blocks", "train_pose_video"]
@@ -426,14 +426,12 @@ def initial_denoiser(cfg: PoseVideoConfig, latent_channels: int, latent_size: in
 # ---------------------------------------------------------------------------------------------------------- recipe
 
 
-class PoseVideoRecipe:
+class PoseVideoRecipe(RecipeRun):
     """``setup()`` loads the VAE and encodes the clips, ``train()`` runs the phases (each saved as a
     PoseVideoPipeline), then :func:`humantune.recipes.pose_video_eval.evaluate` scores every phase and the
     repeated-reference baseline on the held-out clips and writes results.json and report.html."""
 
-    def __init__(self, cfg: PoseVideoConfig, output_dir: str | Path, resume: bool = True,
-                 allow_config_change: bool = False) -> None:
-        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+    cfg: PoseVideoConfig
 
     def run(self) -> Path:
         from humantune.recipes.pose_video_eval import evaluate
@@ -449,7 +447,7 @@ class PoseVideoRecipe:
         from humantune.models.tiny import ddpm_schedulers
 
         cfg = self.cfg
-        with prepare_run_folder(self.out, cfg, self.resume, self.allow_config_change) as folder:
+        with self.open_folder() as folder:
             self.trainer = Trainer(self.out, cfg.stages[0].train.mixed_precision)
             if cfg.base_model is not None:
                 base = PoseVideoPipeline.from_pretrained(cfg.base_model)

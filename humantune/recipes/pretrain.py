@@ -48,7 +48,7 @@ from humantune.models.families import FAMILIES
 from humantune.models.tokenizer import build_clip_tokenizer, caption_words, tokenize
 from humantune.report.grid import image_grid
 from humantune.train.engine import Trainer, TrainConfig
-from humantune.train.run_folder import prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, sigterm_as_interrupt
 
 DEFAULT_VALIDATION_PROMPTS = [
     "a man in a red shirt and blue jeans standing on the grass",
@@ -243,10 +243,8 @@ class DenoiserTask:
 # ---------------------------------------------------------------------------------------------------------- recipe
 
 
-class PretrainRecipe:
-    def __init__(self, cfg: PretrainConfig, output_dir: str | Path, resume: bool = True,
-                 allow_config_change: bool = False):
-        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+class PretrainRecipe(RecipeRun):
+    cfg: PretrainConfig
 
     def run(self) -> Path:
         with sigterm_as_interrupt():
@@ -256,7 +254,7 @@ class PretrainRecipe:
         cfg, out = self.cfg, self.out
         t_start = time.perf_counter()
         # Setup: a failure before training leaves no new run folder behind (humantune.train.run_folder).
-        with prepare_run_folder(out, cfg, self.resume, self.allow_config_change) as folder:
+        with self.open_folder() as folder:
             self.trainer = Trainer(out, cfg.train.mixed_precision)
             with self.trainer.accelerator.main_process_first():   # the main process renders, the others read
                 world = self._world()

@@ -184,6 +184,21 @@ class RunFolder:
                 shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
+class RecipeRun:
+    """What every recipe's run holds: its config ``cfg``, its output folder ``out``, whether a run already there is
+    resumed (``resume``, ``--no-resume``) and whether it may continue under a changed config
+    (``allow_config_change``, ``--allow-config-change``). :meth:`open_folder` opens ``out`` with
+    :func:`prepare_run_folder`."""
+
+    def __init__(self, cfg: Any, output_dir: str | Path, resume: bool = True, allow_config_change: bool = False):
+        self.cfg, self.out, self.resume, self.allow_config_change = cfg, Path(output_dir), resume, allow_config_change
+
+    def open_folder(self) -> contextlib.AbstractContextManager[RunFolder]:
+        """``prepare_run_folder(out, cfg, resume, allow_config_change)``: commit the folder once setup validated
+        its inputs; a failure before that leaves nothing behind."""
+        return prepare_run_folder(self.out, self.cfg, self.resume, self.allow_config_change)
+
+
 @contextlib.contextmanager
 def prepare_run_folder(out: str | Path, cfg: Any, resume: bool = True,
                        allow_config_change: bool = False) -> Iterator[RunFolder]:

@@ -12,7 +12,7 @@ import pytest
 from humantune.config import option
 from humantune.errors import HumantuneError
 from humantune.train.engine import TrainConfig
-from humantune.train.run_folder import changed_keys, flatten, prepare_run_folder, sigterm_as_interrupt
+from humantune.train.run_folder import RecipeRun, changed_keys, flatten, prepare_run_folder, sigterm_as_interrupt
 
 
 @dataclass
@@ -69,6 +69,20 @@ def test_an_allowed_change_is_recorded_and_becomes_the_recorded_config(tmp_path)
     _open(out, Toy(), resume=False)                                           # starting over is recorded too
     rows = [json.loads(x) for x in (out / "config_changes.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[1]["how"].startswith("--no-resume")
+
+
+def test_a_recipe_run_opens_its_folder_with_its_own_resume_settings(tmp_path):
+    out = tmp_path / "run"
+    with RecipeRun(Toy(), str(out)).open_folder() as folder:
+        folder.commit()
+    assert (out / "config.yaml").is_file()
+    changed = Toy(train=TrainConfig(seed=5))
+    with pytest.raises(HumantuneError, match="changed: train.seed"):
+        with RecipeRun(changed, out).open_folder():
+            pass
+    with RecipeRun(changed, out, allow_config_change=True).open_folder() as folder:   # recorded, then continued
+        folder.commit()
+    assert "train.seed" in (out / "config_changes.jsonl").read_text()
 
 
 def test_a_folder_that_is_not_a_run_or_another_recipes_run_is_refused(tmp_path):
