@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import print_table, write_result  # noqa: E402
+from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.anomalies import ANOMALY_TYPES  # noqa: E402
 from humantune.data.mannequin.world import MannequinConfig, render_sample  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
         }
     summary = {
         "n_correct": args.n, "n_broken_per_type": args.n, "size": args.size, "seed": args.seed,
-        "estimator": "mediapipe==0.10.21 Pose(static_image_mode=True, model_complexity=1), upscaled to 256 px",
+        "estimator": estimator_description(),
         "min_confidence": args.min_confidence, "flagged": "anomaly_score > 1; a missed person scores inf",
         "seconds": time.perf_counter() - t0,
     }

@@ -50,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import print_table, write_result  # noqa: E402
+from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
 
 from humantune.config import config_to_dict, load_config  # noqa: E402
 from humantune.eval.statistics import paired_ratio_difference_interval, rate_change  # noqa: E402
@@ -195,6 +195,7 @@ def main() -> None:
     targets, controls, heldout = read_prompts(TARGETS), read_prompts(CONTROLS), read_prompts(HELDOUT)
     if set(heldout) & set(controls):
         raise SystemExit(f"{HELDOUT.name} and {CONTROLS.name} share prompts: {sorted(set(heldout) & set(controls))}")
+    estimator = estimator_description()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="anomaly_correction_"))
     t_start = time.perf_counter()
     families, rows, conventions = {}, [], None
@@ -209,9 +210,10 @@ def main() -> None:
                 lora_dir = train_dreambooth_lora(cfg, run)
                 t_train = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                # A resumed work dir reuses a comparison made with the same LoRA weights, prompts, n and seed.
+                # A resumed work dir reuses a comparison made with the same LoRA weights, prompts, n, seed and
+                # pose-estimator settings.
                 stamp = {"n": n, "seed": seed * 100_000, "lora_sha256": weights_digest(lora_dir),
-                         "prompts": [targets, controls, heldout]}
+                         "prompts": [targets, controls, heldout], "estimator": estimator}
                 done = run / "compare_stamp.json"
                 if done.is_file() and json.loads(done.read_text()) == stamp:
                     result = json.loads((run / "compare" / "compare.json").read_text())
@@ -245,7 +247,7 @@ def main() -> None:
             "families": list(families), "seeds": seeds, "n_per_prompt": n, "quick": args.quick,
             "previous_settings": args.previous_settings, "overrides": overrides, "target_prompts": targets,
             "control_prompts": controls, "heldout_control_prompts": heldout,
-            "estimator": "mediapipe==0.10.21 model_complexity=1; no detection = anomalous",
+            "estimator": estimator + "; no detection = anomalous",
             "conventions": conventions,
             "claim": f"pooled target relative reduction >= {REQUIRED_REDUCTION}; for control and heldout: anomaly "
                      "difference 95% CI lower bound <= 0 and attribute-accuracy difference 95% CI upper bound >= 0",

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import print_table, write_result  # noqa: E402
+from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.world import DEFAULT_ACTION_MIX, MannequinConfig, render_sample  # noqa: E402
 from humantune.eval.attributes import ATTRIBUTES, attribute_accuracy, confusion_summary  # noqa: E402
@@ -64,7 +64,7 @@ def main() -> None:
     summary = {
         "n_per_set": args.n, "seed": args.seed, "seconds": time.perf_counter() - t0,
         "colour_space": "CIELAB (OpenCV float), CIE76 nearest prototype, majority vote, skin pixels rejected",
-        "detector": "mediapipe==0.10.21 Pose(static_image_mode=True, model_complexity=1), upscaled to 256 px",
+        "detector": estimator_description(),
         "misses": "a missed detection is wrong for every attribute",
         "target_easy_gt_top_color": 0.9, "meets_target": easy_top["accuracy"] >= 0.9,
     }

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import print_table, write_result  # noqa: E402
+from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.prompted import parse_caption  # noqa: E402
 from humantune.data.mannequin.world import MannequinConfig, render_sample  # noqa: E402
@@ -176,7 +176,7 @@ def main() -> None:
             r["meets"] = "yes" if r["detection"] >= TARGET_DETECTION and r["shirt_colour"] >= TARGET_COLOUR else "NO"
     path = write_result("base_quality", {
         "summary": {"n_per_set": args.n, "seed": args.seed, "command": " ".join(sys.argv),
-                    "estimator": "mediapipe==0.10.21 model_complexity=1",
+                    "estimator": estimator_description(),
                     "targets": {"common_detection": TARGET_DETECTION, "common_shirt_colour": TARGET_COLOUR}},
         "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
     }, args.out)

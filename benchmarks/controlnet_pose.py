@@ -51,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import bootstrap_ci, print_table, write_result  # noqa: E402
+from benchmark_io import bootstrap_ci, estimator_description, print_table, write_result  # noqa: E402
 
 from humantune.config import config_to_dict, load_config  # noqa: E402
 from humantune.data.mannequin.world import write_world  # noqa: E402
@@ -313,7 +313,7 @@ def main() -> None:
             "train_world": json.loads((worlds["train"] / "world.json").read_text())["config"],
             "heldout_world": json.loads((worlds["heldout"] / "world.json").read_text())["config"],
             "eval_samples": template.eval.samples, "metrics": template.eval.metrics,
-            "generation": config_to_dict(template.generation), "estimator": "mediapipe==0.10.21",
+            "generation": config_to_dict(template.generation), "estimator": estimator_description(),
             "intervals": "models: 95 % Student-t over seeds; paired B − A: 95 % t over per-seed differences; "
                          "image-level OKS B − A: percentile bootstrap over images pooled across seeds",
             "quick": args.quick, "seconds_total": total, "seconds_per_seed": seconds,

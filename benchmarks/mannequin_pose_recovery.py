@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import bootstrap_ci, print_table, write_result  # noqa: E402
+from benchmark_io import bootstrap_ci, estimator_description, print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.body import ACTIONS  # noqa: E402
 from humantune.data.mannequin.world import MannequinConfig, render_sample  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
             rows.append(row)
             per_action[action] = scores
     summary = {
-        "estimator": "mediapipe==0.10.21 Pose(static_image_mode=True, model_complexity=1), upscaled to 256 px",
+        "estimator": estimator_description(),
         "oks": "COCO OKS, sigmas of pycocotools, area = visible segment area, misses score 0",
         "size": args.size, "seed": args.seed, "seconds": time.perf_counter() - t0,
         "all_targets_met": all(r["meets"] != "NO" for r in rows),

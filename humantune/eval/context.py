@@ -37,8 +37,10 @@ def describe_estimator(estimator: PoseEstimator) -> str:
     if name == "MediaPipePoseEstimator":
         import mediapipe
 
+        margin = getattr(estimator, "margin", 0.0)
+        framing = f"extended by {margin:g} of the longer side per side, " if margin else ""
         return (f"MediaPipe Pose {mediapipe.__version__} (static_image_mode, model_complexity=1, BlazePose-33 → "
-                f"COCO-17, upscaled to short side {estimator.min_size} px), at most one person per image")
+                f"COCO-17, {framing}upscaled to short side {estimator.min_size} px), at most one person per image")
     return name
 
 

@@ -121,7 +121,9 @@ def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]],
     held-out samples ``indices``, in that order) into ``out/<label>/images`` and score it against ``reference`` with
     :func:`humantune.studies.evaluation.evaluate` (``evaluate_options``: metrics, estimator, area_convention,
     LPIPS/CLIP weights ...) — unless ``out/<label>/fingerprint.json`` equals ``fingerprints[label]`` and its
-    metrics exist. Returns label → metrics.json.
+    metrics exist. Images kept from an earlier call are scored again (not generated again) when their metrics were
+    computed with another pose estimator setting than this call's (``metrics.json``'s ``estimator`` line, e.g. an
+    earlier MediaPipe ``margin``). Returns label → metrics.json.
 
     Under ``accelerate launch`` every process calls this: process r of P generates samples r, r + P, …, the main
     process gathers the images, writes and scores them once, and every process returns the same results (the
@@ -134,6 +136,7 @@ def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]],
     state = process_state()
     main = state.is_main_process
     results = {}
+    scorer: list[str | None] = []   # the description of this call's pose estimator, once it is needed
     for label, generate in tqdm(models.items(), desc="evaluating models", unit="model",
                                 disable=not (progress and main)):
         root = out / label
@@ -141,6 +144,14 @@ def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]],
         fingerprint = json_safe(fingerprints[label])
         stale = [main and not (done.is_file() and json.loads(done.read_text()) == fingerprint
                                and (root / "metrics" / "metrics.json").is_file())]
+        if main and not stale[0]:
+            recorded = json.loads((root / "metrics" / "metrics.json").read_text()).get("estimator")
+            if recorded is not None:
+                if not scorer:
+                    scorer.append(_describe(evaluate_options.get("estimator", "mediapipe")))
+                if scorer[0] is not None and recorded != scorer[0]:
+                    evaluate(root / "images", reference, out_dir=root / "metrics", overwrite=True,
+                             **evaluate_options)
         if broadcast_object_list(stale)[0]:
             shard = list(range(state.process_index, len(heldout), state.num_processes))
             images = gather_object([(i, np.asarray(im.convert("RGB"))) for i, im in zip(shard, generate(shard))])
@@ -153,6 +164,19 @@ def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]],
         if main:
             results[label] = json.loads((root / "metrics" / "metrics.json").read_text())
     return broadcast_object_list([results])[0]
+
+
+def _describe(estimator) -> str | None:
+    """:func:`~humantune.eval.context.describe_estimator` of an estimator instance or name (None: none given)."""
+    from humantune.eval.context import describe_estimator
+    from humantune.eval.pose_estimators import load_pose_estimator
+
+    if estimator is None:
+        return None
+    if isinstance(estimator, str):
+        with load_pose_estimator(estimator) as est:
+            return describe_estimator(est)
+    return describe_estimator(estimator)
 
 
 def with_interval(metric: dict | None) -> str | None:

@@ -69,6 +69,26 @@ def test_cartoon_person_keypoints_in_input_pixels(estimator, size):
     assert kp[5:7, 1].max() < kp[11:13, 1].min() < kp[13:15, 1].min() < kp[15:17, 1].min()
 
 
+def test_margin_keeps_keypoints_in_input_pixels(estimator):
+    """The margin pads the image before inference; the keypoints still come back in the input's pixels, where
+    the unpadded estimate puts them."""
+    image = _crude_person(256, 384)
+    assert estimator.margin == 0.25
+    with MediaPipePoseEstimator(margin=0.0) as plain, MediaPipePoseEstimator(margin=0.5) as wide:
+        a, b = plain.estimate(image), wide.estimate(image)
+    c = estimator.estimate(image)
+    assert a.num_people == b.num_people == c.num_people == 1
+    for kp in (b.keypoints[0], c.keypoints[0]):
+        confident = (kp[:, 2] > 0.5) & (a.keypoints[0][:, 2] > 0.5)
+        assert confident.sum() >= 10
+        assert np.abs(kp[confident, :2] - a.keypoints[0][confident, :2]).max() < 0.08 * 384
+
+
+def test_margin_must_be_a_sane_fraction():
+    with pytest.raises(HumantuneError, match=r"margin must be in \[0, 2\].*got -0.1"):
+        MediaPipePoseEstimator(margin=-0.1)
+
+
 def test_batch_and_array_input(estimator):
     results = estimator.estimate_batch([np.zeros((64, 64, 3), np.uint8)] * 2)
     assert [r.num_people for r in results] == [0, 0]
