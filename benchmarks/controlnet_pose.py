@@ -28,9 +28,9 @@ not worse.
     python benchmarks/controlnet_pose.py                 # about 90 minutes on 2 CPU cores
     python benchmarks/controlnet_pose.py --quick         # CI-sized smoke run, under 3 minutes
     python benchmarks/controlnet_pose.py --w 4 --placement outside    # Stable-Pose's α = 5 weighting
-    python benchmarks/controlnet_pose.py --sweep gaussian:0.5 gaussian:4 mask:1 skeleton_blur:1 --sweep-seeds 0
+    python benchmarks/controlnet_pose.py --sweep gaussian:4@0,1,2 mask:1 skeleton_blur:1 --sweep-seeds 0
 
-``--sweep KIND:W ...`` adds a short sweep of the heatmap: for each variant and sweep seed, arm B is trained again
+``--sweep KIND:W[@SEED,...] ...`` adds a short sweep of the heatmap: for each variant and sweep seed, arm B is trained again
 from that seed's stage-1 ControlNet (``controlnet_init``) with heatmap kind KIND and weight w = W, with the seed's
 data order and noise, and scored on the same held-out set; it is compared with the seed's arm A per image (paired
 bootstrap over images). Each variant costs one arm (K epochs) and one evaluation.
@@ -154,18 +154,20 @@ def render_worlds(args, s: dict) -> dict[str, Path]:
     return worlds
 
 
-def parse_variant(text: str) -> tuple[str, float]:
-    """``KIND:W`` of ``--sweep`` → (heatmap kind, w)."""
-    kind, _, w = text.partition(":")
+def parse_variant(text: str) -> tuple[str, float, list[int] | None]:
+    """``KIND:W`` or ``KIND:W@S,S`` of ``--sweep`` → (heatmap kind, w, its seeds or None for ``--sweep-seeds``)."""
+    spec, _, seeds = text.partition("@")
+    kind, _, w = spec.partition(":")
     kinds = ("gaussian", "mask", "skeleton_blur")
     try:
         value = float(w)
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     except ValueError:
-        value = float("nan")
+        value, seed_list = float("nan"), None
     if kind not in kinds or not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"--sweep variant '{text}': expected KIND:W with KIND one of "
-                                         f"{', '.join(kinds)} and W a weight >= 0, e.g. gaussian:2")
-    return kind, value
+        raise argparse.ArgumentTypeError(f"--sweep variant '{text}': expected KIND:W or KIND:W@SEED,SEED with KIND "
+                                         f"one of {', '.join(kinds)} and W a weight >= 0, e.g. gaussian:2@0,1,2")
+    return kind, value, seed_list
 
 
 def sweep_config(args, s: dict, seed: int, kind: str, w: float, worlds: dict[str, Path]) -> ControlNetPoseConfig:
@@ -187,12 +189,12 @@ def sweep_config(args, s: dict, seed: int, kind: str, w: float, worlds: dict[str
 def run_sweep(args, s: dict, worlds: dict[str, Path], per_seed: dict) -> list[dict]:
     """The ``--sweep`` variants: arm B retrained per (kind, w) and sweep seed, scored against the seed's arm A."""
     rows = []
-    seeds = args.sweep_seeds or s["seeds"][:1]
-    for kind, w in args.sweep:
+    for kind, w, own_seeds in args.sweep:
+        seeds = own_seeds or args.sweep_seeds or s["seeds"][:1]
         diffs, scores = [], {}
         for seed in seeds:
             if seed not in per_seed:
-                raise SystemExit(f"--sweep-seeds {seed}: not among --seeds {s['seeds']} (its stage 1 is needed)")
+                raise SystemExit(f"sweep seed {seed}: not among --seeds {s['seeds']} (its stage 1 is needed)")
             run = args.runs / "sweep" / f"{kind}_w{w:g}" / f"seed_{seed}"
             ControlNetPoseRecipe(sweep_config(args, s, seed, kind, w, worlds), run).run()
             metrics = json.loads((run / "results.json").read_text())["metrics"]["arm_b"]
@@ -239,8 +241,9 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, help="held-out samples evaluated (default: the config's)")
     ap.add_argument("--inference-steps", type=int, help="sampling steps (default: the config's)")
     ap.add_argument("--validation-samples", type=int, help="validation samples per epoch (default: the config's)")
-    ap.add_argument("--sweep", type=parse_variant, nargs="+", default=[], metavar="KIND:W",
-                    help="heatmap variants of arm B to sweep, e.g. gaussian:0.5 gaussian:4 mask:1")
+    ap.add_argument("--sweep", type=parse_variant, nargs="+", default=[], metavar="KIND:W[@SEEDS]",
+                    help="heatmap variants of arm B to sweep, e.g. gaussian:4@0,1,2 mask:1 (@: the variant's own "
+                         "seeds)")
     ap.add_argument("--sweep-seeds", type=int, nargs="+", help="seeds the sweep runs on (default: the first seed)")
     ap.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/controlnet_pose[_quick].json)")
     args = ap.parse_args()
