@@ -9,7 +9,8 @@ with exact answers:
   A margin must not invent people.
 - ``generated``: the images a ControlNet benchmark run generated for its held-out poses (``--run``, e.g.
   ``runs/benchmarks/controlnet_pose/seed_0``: the base without a ControlNet and each stage), scored against the
-  poses they were asked for, as ``benchmarks/controlnet_pose.py`` scores them.
+  poses they were asked for (OKS against the best-matching target person; the benchmark's own COCO matching
+  over all target people gives slightly lower numbers, e.g. 0.200 instead of 0.226 for stage 1 at margin 0.25).
 
     python benchmarks/estimator_margin.py --run runs/benchmarks/controlnet_pose/seed_0 [--margins 0 0.1 0.25 0.5]
 """
