@@ -25,11 +25,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
+from benchmark_io import print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.anomalies import ANOMALY_TYPES  # noqa: E402
 from humantune.data.mannequin.world import MannequinConfig, render_sample  # noqa: E402
 from humantune.eval.anatomy import anatomy_checks, anomaly_rate, anomaly_score, roc_auc, violations  # noqa: E402
+from humantune.eval.context import describe_estimator  # noqa: E402
 from humantune.eval.pose_estimators import MediaPipePoseEstimator  # noqa: E402
 
 SOURCES = ("gt", "gt+mask", "mediapipe")
@@ -63,6 +64,7 @@ def main() -> None:
     common = dict(n=args.n, size=args.size, second_person_prob=0.0)
     groups: dict[str, dict[str, list[dict]]] = {}
     with MediaPipePoseEstimator() as estimator:
+        scored_by = describe_estimator(estimator)
         groups["correct"] = score_people(MannequinConfig(seed=args.seed, anomaly_prob=0.0, **common), args.n,
                                          estimator, args.min_confidence, "correct")
         for k, kind in enumerate(ANOMALY_TYPES):
@@ -93,7 +95,7 @@ def main() -> None:
         }
     summary = {
         "n_correct": args.n, "n_broken_per_type": args.n, "size": args.size, "seed": args.seed,
-        "estimator": estimator_description(),
+        "estimator": scored_by,
         "min_confidence": args.min_confidence, "flagged": "anomaly_score > 1; a missed person scores inf",
         "seconds": time.perf_counter() - t0,
     }

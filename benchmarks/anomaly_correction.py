@@ -50,9 +50,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
+from benchmark_io import print_table, write_result  # noqa: E402
 
 from humantune.config import config_to_dict, load_config  # noqa: E402
+from humantune.eval.context import describe_estimator  # noqa: E402
 from humantune.eval.statistics import paired_ratio_difference_interval, rate_change  # noqa: E402
 from humantune.models.generation import read_prompts  # noqa: E402
 from humantune.studies.anomaly.compare import body_state_change, compare  # noqa: E402
@@ -195,7 +196,7 @@ def main() -> None:
     targets, controls, heldout = read_prompts(TARGETS), read_prompts(CONTROLS), read_prompts(HELDOUT)
     if set(heldout) & set(controls):
         raise SystemExit(f"{HELDOUT.name} and {CONTROLS.name} share prompts: {sorted(set(heldout) & set(controls))}")
-    estimator = estimator_description()
+    estimator = describe_estimator("mediapipe")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="anomaly_correction_"))
     t_start = time.perf_counter()
     families, rows, conventions = {}, [], None

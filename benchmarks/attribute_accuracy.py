@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
+from benchmark_io import print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.world import DEFAULT_ACTION_MIX, MannequinConfig, render_sample  # noqa: E402
 from humantune.eval.attributes import ATTRIBUTES, attribute_accuracy, confusion_summary  # noqa: E402
+from humantune.eval.context import describe_estimator  # noqa: E402
 from humantune.eval.pose_estimators import MediaPipePoseEstimator  # noqa: E402
 from humantune.eval.preference import wilson_interval  # noqa: E402
 
@@ -47,6 +48,7 @@ def main() -> None:
     rows, confusions = [], {}
     t0 = time.perf_counter()
     with MediaPipePoseEstimator() as estimator:
+        scored_by = describe_estimator(estimator)
         for set_name, overrides in SETS.items():
             cfg = MannequinConfig(n=args.n, seed=args.seed, **overrides)
             scenes = [render_sample(cfg, i) for i in range(args.n)]
@@ -64,7 +66,7 @@ def main() -> None:
     summary = {
         "n_per_set": args.n, "seed": args.seed, "seconds": time.perf_counter() - t0,
         "colour_space": "CIELAB (OpenCV float), CIE76 nearest prototype, majority vote, skin pixels rejected",
-        "detector": estimator_description(),
+        "detector": scored_by,
         "misses": "a missed detection is wrong for every attribute",
         "target_easy_gt_top_color": 0.9, "meets_target": easy_top["accuracy"] >= 0.9,
     }

@@ -39,12 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import estimator_description, print_table, write_result  # noqa: E402
+from benchmark_io import print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.prompted import parse_caption  # noqa: E402
 from humantune.data.mannequin.world import MannequinConfig, render_sample  # noqa: E402
 from humantune.eval.anatomy import anatomy_checks, anomaly_score  # noqa: E402
 from humantune.eval.attributes import read_attributes  # noqa: E402
+from humantune.eval.context import describe_estimator  # noqa: E402
 from humantune.eval.pose_estimators import MediaPipePoseEstimator  # noqa: E402
 from humantune.eval.preference import wilson_interval  # noqa: E402
 from humantune.models.generation import generate_images, load_pipeline, model_info, resolve_model  # noqa: E402
@@ -148,6 +149,7 @@ def main() -> None:
     data = {name: prompts_and_renders(name, args.n) for name in args.sets}
     rows = []
     with MediaPipePoseEstimator() as estimator:
+        scored_by = describe_estimator(estimator)
         for name, (prompts, renders) in data.items():
             if not args.no_ceiling:
                 rows.append({"model": "world renders (ceiling)", "set": name, **score(renders, prompts, estimator)})
@@ -176,7 +178,7 @@ def main() -> None:
             r["meets"] = "yes" if r["detection"] >= TARGET_DETECTION and r["shirt_colour"] >= TARGET_COLOUR else "NO"
     path = write_result("base_quality", {
         "summary": {"n_per_set": args.n, "seed": args.seed, "command": " ".join(sys.argv),
-                    "estimator": estimator_description(),
+                    "estimator": scored_by,
                     "targets": {"common_detection": TARGET_DETECTION, "common_shirt_colour": TARGET_COLOUR}},
         "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
     }, args.out)

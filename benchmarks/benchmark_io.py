@@ -51,15 +51,5 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def estimator_description(name: str = "mediapipe") -> str:
-    """The one-line description (package version and settings, the margin included) of the pose estimator a
-    default ``load_pose_estimator(name)`` builds, as metrics.json records it."""
-    from humantune.eval.context import describe_estimator
-    from humantune.eval.pose_estimators import load_pose_estimator
-
-    with load_pose_estimator(name) as estimator:
-        return describe_estimator(estimator)
-
-
 def dumps(obj) -> str:
     return json.dumps(obj, indent=2)

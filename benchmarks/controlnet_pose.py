@@ -46,15 +46,18 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import bootstrap_ci, estimator_description, print_table, write_result  # noqa: E402
+from benchmark_io import bootstrap_ci, print_table, write_result  # noqa: E402
 
 from humantune.config import config_to_dict, load_config  # noqa: E402
 from humantune.data.mannequin.world import write_world  # noqa: E402
+from humantune.eval.context import describe_estimator  # noqa: E402
+from humantune.losses.heatmap import HeatmapConfig  # noqa: E402
 from humantune.recipes.controlnet_pose import ControlNetPoseConfig, ControlNetPoseRecipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +67,7 @@ METRICS = {  # column → (metric in metrics.json, key inside it)
     "oks": ("oks", "value"), "ap": ("oks", "ap"), "detected": ("oks", "detection_rate"),
     "attribute_accuracy": ("attribute_accuracy", "value"), "world_fd": ("world_fd", "value"), "ssim": ("ssim", "value"),
 }
+HEATMAP_KINDS = get_args(get_type_hints(HeatmapConfig)["kind"])
 HIGHER_IS_BETTER = {"oks": True, "ap": True, "detected": True, "attribute_accuracy": True, "world_fd": False,
                     "ssim": True}
 
@@ -158,15 +162,14 @@ def parse_variant(text: str) -> tuple[str, float, list[int] | None]:
     """``KIND:W`` or ``KIND:W@S,S`` of ``--sweep`` → (heatmap kind, w, its seeds or None for ``--sweep-seeds``)."""
     spec, _, seeds = text.partition("@")
     kind, _, w = spec.partition(":")
-    kinds = ("gaussian", "mask", "skeleton_blur")
     try:
         value = float(w)
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     except ValueError:
         value, seed_list = float("nan"), None
-    if kind not in kinds or not np.isfinite(value) or value < 0:
+    if kind not in HEATMAP_KINDS or not np.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"--sweep variant '{text}': expected KIND:W or KIND:W@SEED,SEED with KIND "
-                                         f"one of {', '.join(kinds)} and W a weight >= 0, e.g. gaussian:2@0,1,2")
+                                         f"one of {', '.join(HEATMAP_KINDS)} and W a weight >= 0, e.g. gaussian:2@0,1,2")
     return kind, value, seed_list
 
 
@@ -197,11 +200,7 @@ def run_sweep(args, s: dict, worlds: dict[str, Path], per_seed: dict) -> list[di
                 raise SystemExit(f"sweep seed {seed}: not among --seeds {s['seeds']} (its stage 1 is needed)")
             run = args.runs / "sweep" / f"{kind}_w{w:g}" / f"seed_{seed}"
             ControlNetPoseRecipe(sweep_config(args, s, seed, kind, w, worlds), run).run()
-            metrics = json.loads((run / "results.json").read_text())["metrics"]["arm_b"]
-            if "oks" in metrics:
-                oks = metrics["oks"]
-                oks["detection_rate"] = oks["num_detections"] / max(1, oks["num_images"])
-            scores[seed] = {col: metrics.get(m, {}).get(k) for col, (m, k) in METRICS.items()}
+            scores[seed] = model_scores(json.loads((run / "results.json").read_text())["metrics"]["arm_b"])
             d = per_image_oks(run, "arm_b") - per_image_oks(args.runs / f"seed_{seed}", "arm_a")
             diffs.extend(d[np.isfinite(d)].tolist())
         row = {"heatmap": kind, "w": w, "seeds": seeds}
@@ -215,6 +214,14 @@ def run_sweep(args, s: dict, worlds: dict[str, Path], per_seed: dict) -> list[di
                                           "n_images": len(diffs)}
         rows.append(row)
     return rows
+
+
+def model_scores(metrics: dict) -> dict:
+    """The :data:`METRICS` columns of one model's metrics (results.json), with ``detected``: MediaPipe detections
+    per image, how often the estimator finds anyone at all."""
+    oks = metrics.get("oks")
+    detected = {"detection_rate": oks["num_detections"] / max(1, oks["num_images"])} if oks else {}
+    return {col: {**metrics.get(m, {}), **(detected if m == "oks" else {})}.get(k) for col, (m, k) in METRICS.items()}
 
 
 def per_image_oks(run: Path, label: str) -> np.ndarray:
@@ -232,7 +239,7 @@ def main() -> None:
     ap.add_argument("--stage1-epochs", type=float, help="epochs of stage 1 (default: the config's stage 1)")
     ap.add_argument("--k-epochs", type=float, help="epochs of each arm (default: the config's stage 2)")
     ap.add_argument("--w", type=float, help="heatmap weight w of arm B (default: the config's)")
-    ap.add_argument("--heatmap-kind", choices=["gaussian", "mask", "skeleton_blur"], help="H of arm B")
+    ap.add_argument("--heatmap-kind", choices=HEATMAP_KINDS, help="H of arm B")
     ap.add_argument("--placement", choices=["inside", "outside"], help="W inside the norm (paper) or outside")
     ap.add_argument("--lr", type=float, help="learning rate of every stage (default: the config's)")
     ap.add_argument("--batch-size", type=int, help="batch size of every stage (default: the config's)")
@@ -265,15 +272,11 @@ def main() -> None:
         seconds[seed] = time.perf_counter() - start
         results = json.loads((run / "results.json").read_text())
         metrics = results["metrics"]
-        for m in metrics.values():  # MediaPipe detections per image: how often the estimator finds anyone at all
-            if "oks" in m:
-                m["oks"]["detection_rate"] = m["oks"]["num_detections"] / max(1, m["oks"]["num_images"])
         if n == 0:
             base_metrics = metrics.get("base")
         elif base_metrics is not None:
             metrics["base"] = base_metrics            # the base does not depend on the training seed
-        per_seed[seed] = {label: {col: metrics[label].get(m, {}).get(k) for col, (m, k) in METRICS.items()}
-                          for label in MODELS if label in metrics}
+        per_seed[seed] = {label: model_scores(metrics[label]) for label in MODELS if label in metrics}
         if "oks" in cfg.eval.metrics:
             d = per_image_oks(run, "arm_b") - per_image_oks(run, "arm_a")
             oks_diff.extend(d[np.isfinite(d)].tolist())
@@ -316,7 +319,7 @@ def main() -> None:
             "train_world": json.loads((worlds["train"] / "world.json").read_text())["config"],
             "heldout_world": json.loads((worlds["heldout"] / "world.json").read_text())["config"],
             "eval_samples": template.eval.samples, "metrics": template.eval.metrics,
-            "generation": config_to_dict(template.generation), "estimator": estimator_description(),
+            "generation": config_to_dict(template.generation), "estimator": describe_estimator("mediapipe"),
             "intervals": "models: 95 % Student-t over seeds; paired B − A: 95 % t over per-seed differences; "
                          "image-level OKS B − A: percentile bootstrap over images pooled across seeds",
             "quick": args.quick, "seconds_total": total, "seconds_per_seed": seconds,

@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_io import bootstrap_ci, estimator_description, print_table, write_result  # noqa: E402
+from benchmark_io import bootstrap_ci, print_table, write_result  # noqa: E402
 
 from humantune.data.mannequin.body import ACTIONS  # noqa: E402
 from humantune.data.mannequin.world import MannequinConfig, render_sample  # noqa: E402
+from humantune.eval.context import describe_estimator  # noqa: E402
 from humantune.eval.oks import object_keypoint_similarity  # noqa: E402
 from humantune.eval.pose_estimators import MediaPipePoseEstimator  # noqa: E402
 
@@ -44,6 +45,7 @@ def main() -> None:
     rows, per_action = [], {}
     t0 = time.perf_counter()
     with MediaPipePoseEstimator() as estimator:
+        scored_by = describe_estimator(estimator)
         for action in args.actions:
             cfg = MannequinConfig(n=args.n, seed=args.seed, size=args.size, action_mix={action: 1.0},
                                   second_person_prob=0.0, truncate_prob=0.0)
@@ -67,7 +69,7 @@ def main() -> None:
             rows.append(row)
             per_action[action] = scores
     summary = {
-        "estimator": estimator_description(),
+        "estimator": scored_by,
         "oks": "COCO OKS, sigmas of pycocotools, area = visible segment area, misses score 0",
         "size": args.size, "seed": args.seed, "seconds": time.perf_counter() - t0,
         "all_targets_met": all(r["meets"] != "NO" for r in rows),

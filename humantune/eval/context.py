@@ -31,13 +31,19 @@ from humantune.eval.pose_estimators import PoseEstimate, PoseEstimator
 REFERENCE_RESIZE = "PIL bicubic to the generated image's size, when the sizes differ"
 
 
-def describe_estimator(estimator: PoseEstimator) -> str:
-    """A one-line description of a pose estimator and its settings, for metrics.json."""
+def describe_estimator(estimator: PoseEstimator | str) -> str:
+    """A one-line description of a pose estimator and its settings, for metrics.json; a name describes the
+    estimator :func:`~humantune.eval.pose_estimators.load_pose_estimator` builds with its defaults."""
+    if isinstance(estimator, str):
+        from humantune.eval.pose_estimators import load_pose_estimator
+
+        with load_pose_estimator(estimator) as built:
+            return describe_estimator(built)
     name = type(estimator).__name__
     if name == "MediaPipePoseEstimator":
         import mediapipe
 
-        margin = getattr(estimator, "margin", 0.0)
+        margin = estimator.margin
         framing = f"extended by {margin:g} of the longer side per side, " if margin else ""
         return (f"MediaPipe Pose {mediapipe.__version__} (static_image_mode, model_complexity=1, BlazePose-33 → "
                 f"COCO-17, {framing}upscaled to short side {estimator.min_size} px), at most one person per image")

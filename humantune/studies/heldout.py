@@ -16,6 +16,7 @@ launch`` each process generates a shard of the set.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,13 +131,15 @@ def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]],
     main process's reading of the folder decides what is reused)."""
     from accelerate.utils import broadcast_object_list, gather_object
 
+    from humantune.eval.context import describe_estimator
     from humantune.studies.evaluation import evaluate
     from humantune.train.processes import process_state
 
     state = process_state()
     main = state.is_main_process
     results = {}
-    scorer: list[str | None] = []   # the description of this call's pose estimator, once it is needed
+    estimator = evaluate_options.get("estimator", "mediapipe")
+    scorer = functools.cache(lambda: None if estimator is None else describe_estimator(estimator))
     for label, generate in tqdm(models.items(), desc="evaluating models", unit="model",
                                 disable=not (progress and main)):
         root = out / label
@@ -146,12 +149,8 @@ def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]],
                                and (root / "metrics" / "metrics.json").is_file())]
         if main and not stale[0]:
             recorded = json.loads((root / "metrics" / "metrics.json").read_text()).get("estimator")
-            if recorded is not None:
-                if not scorer:
-                    scorer.append(_describe(evaluate_options.get("estimator", "mediapipe")))
-                if scorer[0] is not None and recorded != scorer[0]:
-                    evaluate(root / "images", reference, out_dir=root / "metrics", overwrite=True,
-                             **evaluate_options)
+            if recorded is not None and scorer() is not None and recorded != scorer():
+                evaluate(root / "images", reference, out_dir=root / "metrics", overwrite=True, **evaluate_options)
         if broadcast_object_list(stale)[0]:
             shard = list(range(state.process_index, len(heldout), state.num_processes))
             images = gather_object([(i, np.asarray(im.convert("RGB"))) for i, im in zip(shard, generate(shard))])
@@ -164,19 +163,6 @@ def evaluate_models(models: dict[str, Callable[[list[int]], list[Image.Image]]],
         if main:
             results[label] = json.loads((root / "metrics" / "metrics.json").read_text())
     return broadcast_object_list([results])[0]
-
-
-def _describe(estimator) -> str | None:
-    """:func:`~humantune.eval.context.describe_estimator` of an estimator instance or name (None: none given)."""
-    from humantune.eval.context import describe_estimator
-    from humantune.eval.pose_estimators import load_pose_estimator
-
-    if estimator is None:
-        return None
-    if isinstance(estimator, str):
-        with load_pose_estimator(estimator) as est:
-            return describe_estimator(est)
-    return describe_estimator(estimator)
 
 
 def with_interval(metric: dict | None) -> str | None:
