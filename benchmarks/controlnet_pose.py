@@ -30,9 +30,9 @@ not worse.
     python benchmarks/controlnet_pose.py --w 4 --placement outside    # Stable-Pose's α = 5 weighting
     python benchmarks/controlnet_pose.py --sweep gaussian:4@0,1,2 mask:1 skeleton_blur:1 --sweep-seeds 0
 
-``--sweep KIND:W[@SEED,...] ...`` adds a short sweep of the heatmap: for each variant and sweep seed, arm B is trained again
-from that seed's stage-1 ControlNet (``controlnet_init``) with heatmap kind KIND and weight w = W, with the seed's
-data order and noise, and scored on the same held-out set; it is compared with the seed's arm A per image (paired
+``--sweep KIND:W[@SEED,...] ...`` adds a short sweep of the heatmap: for each variant and sweep seed, arm B is
+trained again from that seed's stage-1 ControlNet (``controlnet_init``) with heatmap kind KIND and weight w = W, with
+the seed's data order and noise, and scored on the same held-out set; it is compared with the seed's arm A per image (paired
 bootstrap over images). Each variant costs one arm (K epochs) and one evaluation.
 
 Runs are resumable (re-run the same command): each seed's recipe run lives in ``--runs DIR/seed_S``.
@@ -168,8 +168,9 @@ def parse_variant(text: str) -> tuple[str, float, list[int] | None]:
     except ValueError:
         value, seed_list = float("nan"), None
     if kind not in HEATMAP_KINDS or not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"--sweep variant '{text}': expected KIND:W or KIND:W@SEED,SEED with KIND "
-                                         f"one of {', '.join(HEATMAP_KINDS)} and W a weight >= 0, e.g. gaussian:2@0,1,2")
+        raise argparse.ArgumentTypeError(
+            f"--sweep variant '{text}': expected KIND:W or KIND:W@SEED,SEED with KIND one of "
+            f"{', '.join(HEATMAP_KINDS)} and W a weight >= 0, e.g. gaussian:2@0,1,2")
     return kind, value, seed_list
 
 
