@@ -32,8 +32,8 @@ not worse.
 
 ``--sweep KIND:W[@SEED,...] ...`` adds a short sweep of the heatmap: for each variant and sweep seed, arm B is
 trained again from that seed's stage-1 ControlNet (``controlnet_init``) with heatmap kind KIND and weight w = W, with
-the seed's data order and noise, and scored on the same held-out set; it is compared with the seed's arm A per image (paired
-bootstrap over images). Each variant costs one arm (K epochs) and one evaluation.
+the seed's data order and noise, and scored on the same held-out set; it is compared with the seed's arm A per
+image (paired bootstrap over images). Each variant costs one arm (K epochs) and one evaluation.
 
 Runs are resumable (re-run the same command): each seed's recipe run lives in ``--runs DIR/seed_S``.
 """
