@@ -175,4 +175,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from humantune.train.processes import exit_process
+
+    exit_process(main())

@@ -31,6 +31,7 @@ from humantune.cli_checks import (  # noqa: E402
 from humantune.errors import HumantuneError  # noqa: E402
 from humantune.studies.entprog_cli import add_entprog_parser  # noqa: E402
 from humantune.studies.preference.cli import add_study_parser  # noqa: E402
+from humantune.train.processes import exit_process, process_group_up  # noqa: E402
 
 CONFIG_HELP = "YAML config file; every key can also be overridden with --set"
 SET_HELP = "override a config value: --set key=value (repeatable; dotted keys for nested values)"
@@ -537,18 +538,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     stderr, sys.stderr = sys.stderr, LineEnd(sys.stderr)
     try:
-        return func(args)
+        code = func(args)
     except HumantuneError as e:
         report(f"error: {e}")
-        return 2
+        code = 2
     except KeyboardInterrupt:
         report("interrupted")
-        return 130
+        code = 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        code = 1
     finally:
         sys.stderr = stderr
+    if process_group_up():  # one of several processes under accelerate launch: leave without finalization
+        exit_process(code)
+    return code
 
 
 if __name__ == "__main__":
