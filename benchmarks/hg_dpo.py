@@ -144,6 +144,8 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, help="held-out prompts (default: the config's; world_fd needs > 128)")
     ap.add_argument("--runs", type=Path, help="run directory (default runs/benchmarks/hg_dpo[_quick])")
     ap.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/hg_dpo[_quick].json)")
+    ap.add_argument("--note", default="", help="how the runs read here were made, when not all by this invocation "
+                    "(recorded in the result)")
     args = ap.parse_args()
     name = "hg_dpo_quick" if args.quick else "hg_dpo"
     args.runs = args.runs or ROOT / "runs" / "benchmarks" / name
@@ -227,7 +229,8 @@ def main() -> None:
         "arms": arms, "seeds": seeds, "settings": {"steps": args.steps, "prompts": args.prompts,
                                                   "eval_n": args.eval_n, "quick": args.quick},
         "summary": summary, "differences_vs_hg_dpo": differences, "preference": win, "per_seed": per_seed,
-        "seconds": seconds, "total_seconds": time.perf_counter() - t0,
+        "note": args.note, "seconds": seconds, "total_seconds": time.perf_counter() - t0,
+        "seconds_note": "wall time of this invocation per run; a run that finished earlier is only read",
     }, args.out)
     print(f"\nwrote {out}")
 
