@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from humantune.io import write_json_atomic
+from humantune.io import json_safe, write_json_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -33,7 +33,7 @@ def write_result(name: str, payload: dict, out: str | Path | None = None) -> Pat
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         **payload,
     }
-    write_json_atomic(path, payload)
+    write_json_atomic(path, json_safe(payload))   # strict JSON: NaN (an interval of one seed) → null
     return path
 
 

@@ -68,3 +68,23 @@ def test_file_writers_never_replace_a_directory(tmp_path):
     with pytest.raises(HumantuneError, match=r"cannot write '.*notes.txt/x.json': a part of .* is a file"):
         write_json_atomic(tmp_path / "notes.txt/x.json", {})
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _strict(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not strict JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_benchmark_results_are_strict_json(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from benchmark_io import write_result
+
+    path = write_result("t", {"ci95": [math.nan, np.float64(2.0)], "n": np.int64(1)}, tmp_path / "t.json")
+    assert _strict(path.read_text())["ci95"] == [None, 2.0]
+    for committed in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        _strict(committed.read_text())   # raises on NaN / Infinity, naming the constant
