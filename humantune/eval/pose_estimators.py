@@ -12,9 +12,13 @@ real image of the same pose where one exists.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -109,6 +113,41 @@ def normalized_to_pixels(xy: np.ndarray, width: int, height: int) -> np.ndarray:
     return xy * np.array([width, height], dtype=np.float64) - 0.5
 
 
+MEDIAPIPE_NOTICES = (
+    "inference_feedback_manager.cc", "landmark_projection_calculator.cc",
+    "Created TensorFlow Lite XNNPACK delegate", "All log messages before absl::InitializeLog()",
+)
+"""Start-up notices MediaPipe's native code writes to stderr on every new graph (two per estimator, more on its
+first detection), whatever ``GLOG_minloglevel`` says: nothing a user can act on."""
+
+
+@contextlib.contextmanager
+def native_stderr_without(notices: Iterable[str], buffer: BinaryIO) -> Iterator[None]:
+    """Capture what native code writes to stderr (file descriptor 2) inside the block into ``buffer``, then write
+    back every line except those containing one of ``notices``. Nothing else is dropped, only delayed to the end of
+    the block."""
+    try:
+        sys.stderr.flush()
+        fd = 2
+        saved = os.dup(fd)
+    except (OSError, ValueError):   # no usable stderr: nothing to filter
+        yield
+        return
+    buffer.seek(0)
+    buffer.truncate()
+    os.dup2(buffer.fileno(), fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        buffer.seek(0)
+        kept = [line for line in buffer.read().splitlines(keepends=True)
+                if not any(n.encode() in line for n in notices)]
+        if kept:
+            os.write(fd, b"".join(kept))
+
+
 DEFAULT_MARGIN = 0.25
 """MediaPipe's default ``margin``. Measured by ``benchmarks/estimator_margin.py``
 (``benchmarks/results/estimator_margin.json``): on tiny-sd's 128² samples it raises detection from about 0.35 to
@@ -143,6 +182,7 @@ class MediaPipePoseEstimator(PoseEstimator):
         import mediapipe as mp  # imported here: it takes ~1 s and only this backend needs it
 
         self.min_size, self.margin = min_size, margin
+        self._native_log = tempfile.TemporaryFile()
         self._pose = mp.solutions.pose.Pose(
             static_image_mode=True,
             model_complexity=model_complexity,
@@ -160,7 +200,8 @@ class MediaPipePoseEstimator(PoseEstimator):
         up_w, up_h = upscaled_size(width, height, self.min_size)
         if (up_w, up_h) != (width, height):
             rgb = cv2.resize(rgb, (up_w, up_h), interpolation=cv2.INTER_CUBIC)
-        result = self._pose.process(rgb)
+        with native_stderr_without(MEDIAPIPE_NOTICES, self._native_log):
+            result = self._pose.process(rgb)
         if result.pose_landmarks is None:
             return PoseEstimate(np.zeros((0, 17, 3), np.float32), np.zeros(0, np.float32))
         landmarks = result.pose_landmarks.landmark
@@ -174,6 +215,7 @@ class MediaPipePoseEstimator(PoseEstimator):
         if self._pose is not None:
             self._pose.close()
             self._pose = None
+            self._native_log.close()
 
 
 POSE_ESTIMATORS: dict[str, type[PoseEstimator]] = {"mediapipe": MediaPipePoseEstimator}

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -138,3 +143,28 @@ def test_closed_estimator_refuses_work():
     est.close()
     with pytest.raises(RuntimeError, match="closed"):
         est.estimate(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_native_stderr_filter_drops_only_the_named_notices(capfd, tmp_path):
+    from humantune.eval.pose_estimators import native_stderr_without
+
+    with open(tmp_path / "log", "w+b") as buffer:
+        with native_stderr_without(["notice.cc"], buffer):
+            os.write(2, b"W0000 notice.cc:1] nothing to act on\nreal error\n")
+        with native_stderr_without(["notice.cc"], buffer):   # the buffer is reused: nothing written twice
+            os.write(2, b"second\n")
+    assert capfd.readouterr().err == "real error\nsecond\n"
+
+
+def test_mediapipe_start_up_notices_are_not_printed(tmp_path):
+    """A fresh process's first estimates (graph start-up, first detection) print none of MediaPipe's notices."""
+    script = ("import numpy as np, sys; sys.path.insert(0, sys.argv[1])\n"
+              "from tests.eval.test_pose_estimators import _crude_person\n"
+              "from humantune.eval.pose_estimators import MediaPipePoseEstimator\n"
+              "with MediaPipePoseEstimator() as e:\n"
+              "    assert e.estimate(_crude_person(256, 384)).keypoints.shape[0] == 1\n"
+              "    e.estimate(np.zeros((64, 64, 3), np.uint8))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve().parents[2])],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
