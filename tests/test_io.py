@@ -6,6 +6,8 @@ import numpy as np
 
 from humantune.io import json_safe
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_json_safe_makes_strict_json():
     obj = {1: (np.float32(0.5), np.int64(3), np.bool_(True)), "nan": math.nan, "inf": np.float64(np.inf),
@@ -68,9 +70,6 @@ def test_file_writers_never_replace_a_directory(tmp_path):
     with pytest.raises(HumantuneError, match=r"cannot write '.*notes.txt/x.json': a part of .* is a file"):
         write_json_atomic(tmp_path / "notes.txt/x.json", {})
     assert (tmp_path / "notes.txt").read_text() == "mine"
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _strict(text: str):

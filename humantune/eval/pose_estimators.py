@@ -128,24 +128,23 @@ def native_stderr_without(notices: Iterable[str], buffer: BinaryIO) -> Iterator[
     the block."""
     try:
         sys.stderr.flush()
-        fd = 2
-        saved = os.dup(fd)
+        saved = os.dup(2)
     except (OSError, ValueError):   # no usable stderr: nothing to filter
         yield
         return
     buffer.seek(0)
     buffer.truncate()
-    os.dup2(buffer.fileno(), fd)
+    os.dup2(buffer.fileno(), 2)
     try:
         yield
     finally:
-        os.dup2(saved, fd)
+        os.dup2(saved, 2)
         os.close(saved)
         buffer.seek(0)
         kept = [line for line in buffer.read().splitlines(keepends=True)
                 if not any(n.encode() in line for n in notices)]
         if kept:
-            os.write(fd, b"".join(kept))
+            os.write(2, b"".join(kept))
 
 
 DEFAULT_MARGIN = 0.25

@@ -42,7 +42,8 @@ def destroy_process_group() -> None:
 
 
 def process_group_up() -> bool:
-    """True when this process is one of several in a torch.distributed process group (never imports torch)."""
+    """True when this process has a torch.distributed process group up, as under ``accelerate launch`` (never
+    imports torch)."""
     dist = sys.modules.get("torch.distributed")
     return dist is not None and dist.is_available() and dist.is_initialized()
 
